@@ -1,0 +1,19 @@
+"""arcee_np: the Arcee (AFM-4.5B family) decoder of transformers as plain NumPy/CuPy array functions.
+
+Quick use::
+
+    from arcee_np import ArceeForCausalLM
+    model = ArceeForCausalLM.from_pretrained(path)           # a transformers checkpoint folder
+    out = model(input_ids)                                  # out.logits: [B, T, V]
+"""
+
+from .cache import KVCache
+from .config import ArceeConfig, ConfigError
+from .checkpoint import CheckpointError
+from .models import ArceeForCausalLM, ArceeModel, ArceePreTrainedModel
+from .trace import trace
+
+__version__ = "0.1.0"
+
+__all__ = ["ArceeConfig", "ArceeForCausalLM", "ArceeModel", "ArceePreTrainedModel", "CheckpointError",
+           "ConfigError", "KVCache", "trace", "__version__"]

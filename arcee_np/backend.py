@@ -1,0 +1,96 @@
+"""The xp switch: which array library runs the model, moving arrays there and back, dtype names.
+
+Three devices:
+
+* ``"cpu"``: NumPy (through array-api-compat's NumPy namespace, so blocks see the standard API);
+* ``"cuda"``: CuPy on a CUDA GPU;
+* ``"array_api_strict"``: the array-API reference library, on the CPU. Slow, but it refuses every call
+  outside the standard, so a forward that runs on it has no NumPy-only call that would break on CuPy.
+
+Blocks never import this module: they take ``xp = array_namespace(*inputs)`` from their inputs.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
+
+DEVICES = ("cpu", "cuda", "array_api_strict")
+DTYPES = ("float32", "float64", "float16")
+
+__all__ = ["DEVICES", "DTYPES", "array_namespace", "namespace_for_device", "resolve_dtype", "to_device",
+           "to_numpy", "device_of"]
+
+
+def namespace_for_device(device: str) -> ModuleType:
+    """The array namespace for ``device`` (see the module docstring); a clear error if it is unusable."""
+    if device == "cpu":
+        import array_api_compat.numpy as xp
+
+        return xp
+    if device == "cuda":
+        try:
+            import cupy  # noqa: F401
+            import array_api_compat.cupy as xp
+        except ImportError as err:
+            raise RuntimeError(
+                'device="cuda" needs CuPy: pip install "arcee-np[gpu]" (cupy-cuda12x) on a machine with a CUDA GPU.'
+            ) from err
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as err:  # CUDA driver missing or broken
+            raise RuntimeError(f'device="cuda": CuPy is installed but no CUDA GPU is usable ({err}).') from err
+        if count == 0:
+            raise RuntimeError('device="cuda": CuPy is installed but no CUDA GPU was found.')
+        return xp
+    if device == "array_api_strict":
+        try:
+            import array_api_strict as xp
+        except ImportError as err:
+            raise RuntimeError('device="array_api_strict" needs: pip install array-api-strict') from err
+        return xp
+    raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
+
+
+def resolve_dtype(xp: ModuleType, dtype: str):
+    """The ``xp`` dtype object for a dtype name in DTYPES."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    return getattr(xp, dtype)
+
+
+def device_of(xp: ModuleType) -> str:
+    """The device name of a namespace returned by namespace_for_device."""
+    name = xp.__name__
+    if "cupy" in name:
+        return "cuda"
+    if "array_api_strict" in name:
+        return "array_api_strict"
+    return "cpu"
+
+
+def to_device(x, xp: ModuleType, dtype=None):
+    """``x`` (a NumPy array, a scalar, or an array of any supported library) as an ``xp`` array.
+
+    NumPy arrays stay NumPy arrays on the CPU (no copy when the dtype already matches).
+    """
+    if not (is_numpy_array(x) or is_cupy_array(x) or np.isscalar(x) or isinstance(x, (list, tuple))):
+        x = to_numpy(x)
+    if device_of(xp) == "cpu":
+        return np.asarray(x, dtype=dtype)
+    if device_of(xp) == "cuda" and is_cupy_array(x):
+        return x if dtype is None else x.astype(dtype, copy=False)
+    return xp.asarray(np.asarray(x) if not is_cupy_array(x) else x, dtype=dtype)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Any supported array (NumPy, CuPy, array_api_strict) as a NumPy array on the host."""
+    if x is None or is_numpy_array(x):
+        return x
+    if is_cupy_array(x):
+        return x.get()
+    if hasattr(x, "__dlpack__"):
+        return np.from_dlpack(x)
+    return np.asarray(x)

@@ -1,0 +1,63 @@
+"""The activations transformers' ACT2FN gives Arcee configs: relu2 (AFM's), relu, silu, gelu, gelu_pytorch_tanh."""
+
+import math
+
+from array_api_compat import array_namespace
+
+_ERF_TERMS = 100  # enough for float64 accuracy (~2e-15) over |x| <= 6; erf(6) is 1 to float64 precision
+
+
+def relu2(x):
+    """``relu(x) ** 2``: AFM's ungated MLP activation (transformers' ReLUSquaredActivation). x: any shape."""
+    xp = array_namespace(x)
+    r = xp.maximum(x, xp.zeros((), dtype=x.dtype))
+    return r * r
+
+
+def relu(x):
+    """``max(x, 0)``. x: any shape."""
+    xp = array_namespace(x)
+    return xp.maximum(x, xp.zeros((), dtype=x.dtype))
+
+
+def silu(x):
+    """``x * sigmoid(x) = x / (1 + exp(-x))``. x: any shape."""
+    xp = array_namespace(x)
+    return x / (1.0 + xp.exp(-x))
+
+
+def erf(x):
+    """The error function, from the array API alone (which has no erf).
+
+    ``erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n 2^n x^(2n+1) / (1*3*...*(2n+1))``: a series of positive terms,
+    so no cancellation; summed in float64 and cast back. x: any shape.
+    """
+    xp = array_namespace(x)
+    ax = xp.clip(xp.abs(xp.astype(x, xp.float64)), 0.0, 6.0)
+    square = ax * ax
+    term, total = ax, ax
+    for n in range(_ERF_TERMS):
+        term = term * (2.0 * square) / (2 * n + 3)
+        total = total + term
+    value = xp.clip((2.0 / math.sqrt(math.pi)) * xp.exp(-square) * total, 0.0, 1.0)
+    return xp.astype(xp.sign(xp.astype(x, xp.float64)) * value, x.dtype)
+
+
+def gelu(x):
+    """Exact GELU: ``x * (1 + erf(x / sqrt(2))) / 2`` (transformers' ``"gelu"``). x: any shape."""
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def gelu_pytorch_tanh(x):
+    """Tanh GELU: ``x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) / 2``. x: any shape."""
+    xp = array_namespace(x)
+    return 0.5 * x * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+ACTIVATIONS = {
+    "relu2": relu2,
+    "relu": relu,
+    "silu": silu,
+    "gelu": gelu,
+    "gelu_pytorch_tanh": gelu_pytorch_tanh,
+}

@@ -1,0 +1,83 @@
+"""Scaled dot-product attention with grouped KV heads (MHA, GQA, MQA), as transformers' eager path."""
+
+from array_api_compat import array_namespace
+
+
+def softmax(scores, axis=-1):
+    """``exp(s - max s) / sum exp(s - max s)`` along ``axis``, computed in float32 (float64 stays float64).
+
+    As transformers' eager attention, the result is returned in the computation dtype; the caller casts
+    back. scores: any shape. Returns the same shape.
+    """
+    xp = array_namespace(scores)
+    work = scores if scores.dtype == xp.float64 else xp.astype(scores, xp.float32, copy=False)
+    shifted = work - xp.max(work, axis=axis, keepdims=True)
+    weights = xp.exp(shifted)
+    return weights / xp.sum(weights, axis=axis, keepdims=True)
+
+
+def repeat_kv(x, n_rep):
+    """Repeat each KV head ``n_rep`` times in a row: query head ``n`` reads KV head ``n // n_rep``.
+
+    x: [B, KV, S, hd]. Returns [B, KV * n_rep, S, hd]. (attention_scores and attention_output use the
+    same grouping without copying; this is the explicit form transformers uses, kept for learners.)
+    """
+    xp = array_namespace(x)
+    batch, kv_heads, length, head_dim = x.shape
+    expanded = xp.broadcast_to(x[:, :, None, :, :], (batch, kv_heads, n_rep, length, head_dim))
+    return xp.reshape(expanded, (batch, kv_heads * n_rep, length, head_dim))
+
+
+def attention_scores(q, k, scaling):
+    """``q k^T * scaling`` per head; query head ``n`` uses KV head ``n // (H / KV)``.
+
+    The ``H / KV`` query heads of a group are stacked and multiplied with their shared KV head at once,
+    which gives the same dot products as transformers' repeat_kv without copying K.
+
+    q: [B, H, T, hd]; k: [B, KV, S, hd]; scaling: float (``hd ** -0.5``). Returns [B, H, T, S].
+    """
+    xp = array_namespace(q, k)
+    batch, heads, length, head_dim = q.shape
+    kv_heads = k.shape[1]
+    grouped = xp.reshape(q, (batch, kv_heads, heads // kv_heads * length, head_dim))  # [B, KV, n_rep*T, hd]
+    scores = (grouped @ xp.matrix_transpose(k)) * scaling  # [B, KV, n_rep*T, S]
+    return xp.reshape(scores, (batch, heads, length, k.shape[2]))
+
+
+def attention_probs(scores, mask, dtype):
+    """``softmax(scores + mask)`` in float32 (float64 in golden mode), cast to ``dtype``.
+
+    scores: [B, H, T, S]; mask: additive [B, 1, T, S] or None. Returns [B, H, T, S].
+    """
+    xp = array_namespace(scores)
+    if mask is not None:
+        scores = scores + mask
+    return xp.astype(softmax(scores), dtype, copy=False)
+
+
+def attention_output(probs, v):
+    """``probs @ v`` per head, heads merged back: query head ``n`` reads KV head ``n // (H / KV)``.
+
+    probs: [B, H, T, S]; v: [B, KV, S, hd]. Returns [B, T, H * hd].
+    """
+    xp = array_namespace(probs, v)
+    batch, heads, length, key_length = probs.shape
+    kv_heads, head_dim = v.shape[1], v.shape[3]
+    grouped = xp.reshape(probs, (batch, kv_heads, heads // kv_heads * length, key_length))  # [B, KV, n_rep*T, S]
+    out = xp.reshape(grouped @ v, (batch, heads, length, head_dim))  # [B, H, T, hd]
+    return xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (batch, length, heads * head_dim))  # [B, T, H*hd]
+
+
+def attention(q, k, v, mask, scaling, tap=None):
+    """``softmax(q k^T * scaling + mask) v``: eager attention of transformers, all steps in one call.
+
+    q: [B, H, T, hd]; k, v: [B, KV, S, hd]; mask: additive [B, 1, T, S] or None; scaling: float;
+    tap: optional ``tap(name, array)`` shown ``"scores"`` and ``"probs"`` ([B, H, T, S]).
+    Returns (out [B, T, H * hd], probs [B, H, T, S]).
+    """
+    scores = attention_scores(q, k, scaling)
+    probs = attention_probs(scores, mask, q.dtype)
+    if tap is not None:
+        tap("scores", scores)
+        tap("probs", probs)
+    return attention_output(probs, v), probs

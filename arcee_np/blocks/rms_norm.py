@@ -1,0 +1,19 @@
+"""RMSNorm, with transformers' casting points."""
+
+from array_api_compat import array_namespace
+
+
+def rms_norm(x, weight, eps):
+    """``y = weight * (x / sqrt(mean(x**2, -1) + eps))``.
+
+    As transformers' ArceeRMSNorm: the normalisation runs in float32 (float64 when ``x`` is float64,
+    arcee_np's golden mode), the result is cast back to ``x``'s dtype *before* the weight multiply, and
+    the product takes the wider of the two dtypes.
+
+    x: [..., D]; weight: [D]; eps: float. Returns [..., D].
+    """
+    xp = array_namespace(x, weight)
+    work = x if x.dtype == xp.float64 else xp.astype(x, xp.float32, copy=False)
+    variance = xp.mean(work * work, axis=-1, keepdims=True)  # [..., 1]
+    normed = work * (1.0 / xp.sqrt(variance + eps))
+    return weight * xp.astype(normed, x.dtype, copy=False)

@@ -1,0 +1,83 @@
+"""The KV cache: per layer, the keys (after RoPE, before head repetition) and values of every past token.
+
+Buffers are preallocated ``[B, KV, capacity, hd]`` and written in place; when a step would overflow them
+they grow to ``max_length`` (when given) or by doubling, so a decode step never copies the whole cache.
+The layout and contents are those of transformers' DynamicCache.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+_MIN_CAPACITY = 16
+
+
+class KVCache:
+    """Keys and values of past tokens for each of ``num_layers`` layers.
+
+    ``max_length``: allocate exactly this many positions at the first update and refuse to go past it
+    (what ``generate`` does, since it knows the final length); ``None`` grows by doubling.
+    """
+
+    def __init__(self, num_layers: int, max_length: int | None = None):
+        self.num_layers = num_layers
+        self.max_length = max_length
+        self._keys = [None] * num_layers  # each [B, KV, capacity, hd]
+        self._values = [None] * num_layers
+        self._lengths = [0] * num_layers
+
+    def get_seq_length(self, layer: int = 0) -> int:
+        """How many positions are stored (transformers' name)."""
+        return self._lengths[layer]
+
+    def __len__(self) -> int:
+        return self.num_layers
+
+    def __getitem__(self, layer: int):
+        """``(keys, values)`` of one layer, each [B, KV, S, hd] (views of the buffers)."""
+        length = self._lengths[layer]
+        if self._keys[layer] is None:
+            raise IndexError(f"layer {layer} of the cache holds nothing yet")
+        return self._keys[layer][:, :, :length, :], self._values[layer][:, :, :length, :]
+
+    def to_legacy(self):
+        """``((keys, values), ...)`` per layer: the tuple form older transformers code uses."""
+        return tuple(self[layer] for layer in range(self.num_layers) if self._keys[layer] is not None)
+
+    def crop(self, length: int) -> None:
+        """Forget every position from ``length`` on (the buffers stay)."""
+        self._lengths = [min(n, length) for n in self._lengths]
+
+    def update(self, keys, values, layer: int):
+        """Append this step's ``keys, values`` ([B, KV, T, hd]) to ``layer``; return all of them ([B, KV, S, hd])."""
+        start = self._lengths[layer]
+        end = start + keys.shape[2]
+        buffer = self._keys[layer]
+        if buffer is None or end > buffer.shape[2]:
+            self._grow(layer, keys, end)
+        self._keys[layer][:, :, start:end, :] = keys
+        self._values[layer][:, :, start:end, :] = values
+        self._lengths[layer] = end
+        return self[layer]
+
+    def _grow(self, layer: int, keys, needed: int) -> None:
+        """Reallocate ``layer``'s buffers to hold at least ``needed`` positions, keeping what they hold."""
+        xp = array_namespace(keys)
+        old = self._keys[layer]
+        if self.max_length is not None:
+            if needed > self.max_length:
+                raise ValueError(
+                    f"the KV cache was made for {self.max_length} positions and this step needs {needed}; "
+                    f"create it with a larger max_length (or max_length=None to grow as needed)."
+                )
+            capacity = self.max_length
+        else:
+            capacity = max(needed, _MIN_CAPACITY, 0 if old is None else 2 * old.shape[2])
+        batch, kv_heads, _, head_dim = keys.shape
+        new_keys = xp.zeros((batch, kv_heads, capacity, head_dim), dtype=keys.dtype)
+        new_values = xp.zeros((batch, kv_heads, capacity, head_dim), dtype=keys.dtype)
+        if old is not None:
+            length = self._lengths[layer]
+            new_keys[:, :, :length, :] = old[:, :, :length, :]
+            new_values[:, :, :length, :] = self._values[layer][:, :, :length, :]
+        self._keys[layer], self._values[layer] = new_keys, new_values

@@ -1,0 +1,234 @@
+"""Checkpoints: safetensors in and out, transformers' tensor names and shapes, validation.
+
+Reading uses a small safetensors parser over a memory map, so float32 tensors become NumPy arrays that
+point into the file (no second copy in memory), bfloat16 tensors are widened to float32 exactly, and a
+truncated or malformed file gets a clear error instead of a crash. Writing uses the ``safetensors``
+package. Never pickle: ``pytorch_model.bin`` checkpoints are refused with the way to convert them.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+
+import numpy as np
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+_MAX_HEADER = 100 * 1024 * 1024
+_DTYPES = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked; the message lists every problem and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of one ``.safetensors`` file as read-only NumPy arrays (bfloat16 widened to float32).
+
+    Aligned tensors are views of a memory map of the file; nothing is read until used.
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    if size < 8:
+        raise CheckpointError(f"{path} is truncated ({size} bytes): a safetensors file starts with an 8-byte "
+                              f"header length. Re-download or re-save it.")
+    with open(path, "rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        if header_len > min(size - 8, _MAX_HEADER):
+            raise CheckpointError(f"{path} is truncated or not a safetensors file: its header claims {header_len} "
+                                  f"bytes but the file has {size - 8} after the length. Re-save it.")
+        try:
+            header = json.loads(fh.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{path} has a malformed safetensors header ({err}). Re-save it.") from err
+        buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size > 8 + header_len else b""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a malformed safetensors header (not a JSON object). Re-save it.")
+    data_start = 8 + header_len
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        tensors[name] = _tensor_from_buffer(path, name, info, buffer, data_start, size)
+    return tensors
+
+
+def _tensor_from_buffer(path, name, info, buffer, data_start, size) -> np.ndarray:
+    """One tensor described by a safetensors header entry, checked against the file's real size."""
+    try:
+        dtype_name, shape, (begin, end) = info["dtype"], [int(n) for n in info["shape"]], info["data_offsets"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: malformed header entry for {name!r} ({info!r}). Re-save it.") from err
+    if dtype_name not in _DTYPES:
+        raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype_name}, which arcee_np does not read "
+                              f"(supported: {', '.join(_DTYPES)}).")
+    dtype = _DTYPES[dtype_name]
+    count = int(np.prod(shape, dtype=np.int64))
+    if end - begin != count * dtype.itemsize or begin < 0:
+        raise CheckpointError(f"{path}: tensor {name!r} claims shape {shape} of {dtype_name} but spans "
+                              f"{end - begin} bytes. The file is corrupt; re-save it.")
+    if data_start + end > size:
+        raise CheckpointError(f"{path} is truncated: tensor {name!r} ends at byte {data_start + end} but the file "
+                              f"has {size} bytes. Re-download or re-save it.")
+    offset = data_start + begin
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
+    if dtype_name == "BF16":  # bfloat16 is the top half of a float32: widen exactly
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    if offset % dtype.itemsize:
+        array = array.copy()  # unaligned in the file: one aligned copy
+    return array
+
+
+def checkpoint_files(folder: str | os.PathLike) -> list[str]:
+    """The safetensors file(s) of a checkpoint folder: one ``model.safetensors`` or the shards of an index."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"checkpoint folder {folder!r} does not exist.")
+    single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, INDEX_NAME)
+    if os.path.isfile(single):
+        return [single]
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as fh:
+            try:
+                weight_map = json.load(fh)["weight_map"]
+            except (json.JSONDecodeError, KeyError) as err:
+                raise CheckpointError(f"{index} is malformed ({err!r}); it needs a 'weight_map'.") from err
+        files = [os.path.join(folder, f) for f in sorted(set(weight_map.values()))]
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise CheckpointError(f"{index} names shard(s) that are missing: {', '.join(missing)}.")
+        return files
+    if any(f.endswith((".bin", ".pt", ".pth")) for f in os.listdir(folder)):
+        raise CheckpointError(
+            f"{folder} holds only PyTorch pickle weights; arcee_np never unpickles. Convert once with "
+            f"transformers: AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, "
+            f"safe_serialization=True)."
+        )
+    raise CheckpointError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {folder}.")
+
+
+def read_checkpoint(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint folder (single file or sharded), name -> NumPy array."""
+    tensors: dict[str, np.ndarray] = {}
+    for file in checkpoint_files(folder):
+        tensors.update(read_safetensors(file))
+    return tensors
+
+
+# ---------------------------------------------------------------------------------------------- names
+def backbone_shapes(config) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of transformers' ArceeModel for ``config`` (no prefix)."""
+    d, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    q_dim = config.num_attention_heads * config.head_dim
+    kv_dim = config.num_key_value_heads * config.head_dim
+    shapes = {"embed_tokens.weight": (v, d), "norm.weight": (d,)}
+    for layer in range(config.num_hidden_layers):
+        p = f"layers.{layer}."
+        shapes.update({
+            p + "input_layernorm.weight": (d,),
+            p + "self_attn.q_proj.weight": (q_dim, d),
+            p + "self_attn.k_proj.weight": (kv_dim, d),
+            p + "self_attn.v_proj.weight": (kv_dim, d),
+            p + "self_attn.o_proj.weight": (d, q_dim),
+            p + "post_attention_layernorm.weight": (d,),
+            p + "mlp.up_proj.weight": (i, d),
+            p + "mlp.down_proj.weight": (d, i),
+        })
+        if config.attention_bias:
+            shapes.update({p + "self_attn.q_proj.bias": (q_dim,), p + "self_attn.k_proj.bias": (kv_dim,),
+                           p + "self_attn.v_proj.bias": (kv_dim,), p + "self_attn.o_proj.bias": (d,)})
+        if config.mlp_bias:
+            shapes.update({p + "mlp.up_proj.bias": (i,), p + "mlp.down_proj.bias": (d,)})
+    return shapes
+
+
+def split_checkpoint(tensors: dict, config, prefix: str, head_shapes: dict, ignored: tuple = ()):
+    """Check a checkpoint's tensors against the model's and split them into (backbone, head) dicts.
+
+    ``prefix`` is where the class keeps its backbone (``"model."``, ``"transformer."`` or ``""``); a
+    checkpoint of another class is accepted when its backbone prefix differs (as transformers does: a
+    bare ArceeModel checkpoint under a head class, or a head checkpoint under ArceeModel, whose head
+    tensors are then unused). ``ignored``: names that may be present and are dropped (``lm_head.weight``
+    when embeddings are tied). Raises CheckpointError listing every missing, unexpected and mis-shaped
+    tensor at once.
+    """
+    expected_backbone = backbone_shapes(config)
+    source_prefix = _backbone_prefix(tensors, prefix)
+    backbone, head, unexpected, misshaped = {}, {}, [], []
+    for name, array in tensors.items():
+        if source_prefix is not None and name.startswith(source_prefix) and \
+                name[len(source_prefix):] in expected_backbone:
+            local, want, target = name[len(source_prefix):], expected_backbone[name[len(source_prefix):]], backbone
+        elif name in head_shapes:
+            local, want, target = name, head_shapes[name], head
+        elif name in ignored or (not head_shapes and prefix == "" and source_prefix != ""):
+            continue  # tied copies, or the head of a head checkpoint loaded as a bare backbone
+        else:
+            unexpected.append(name)
+            continue
+        if tuple(array.shape) != tuple(want):
+            misshaped.append(f"{name}: checkpoint {tuple(array.shape)}, config wants {tuple(want)}")
+        target[local] = array
+    missing = [prefix + n for n in expected_backbone if n not in backbone]
+    missing += [n for n in head_shapes if n not in head]
+    if missing or unexpected or misshaped:
+        lines = ["the checkpoint does not match the model's config:"]
+        if missing:
+            lines.append(f"  missing ({len(missing)}): " + ", ".join(missing))
+        if unexpected:
+            lines.append(f"  unexpected ({len(unexpected)}): " + ", ".join(sorted(unexpected)))
+        if misshaped:
+            lines.append(f"  wrong shape ({len(misshaped)}): " + "; ".join(misshaped))
+        lines.append("Check that config.json belongs to these weights and that the model class matches the "
+                     "checkpoint (ArceeForCausalLM, ArceeModel, ArceeForSequenceClassification ...).")
+        raise CheckpointError("\n".join(lines))
+    return backbone, head
+
+
+def _backbone_prefix(tensors: dict, prefix: str) -> str | None:
+    """The prefix the checkpoint's backbone tensors carry: the class's own, or another known one."""
+    for candidate in (prefix, "model.", "transformer.", ""):
+        if candidate + "embed_tokens.weight" in tensors:
+            return candidate
+    return prefix
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def write_checkpoint(folder: str | os.PathLike, tensors: dict[str, np.ndarray], max_shard_size: int | None = None):
+    """Write ``tensors`` as ``model.safetensors``, or as shards of at most ``max_shard_size`` bytes plus
+    ``model.safetensors.index.json`` (transformers' layout)."""
+    from safetensors.numpy import save_file
+
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    tensors = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    shards: list[dict[str, np.ndarray]] = [{}]
+    used = 0
+    for name, array in tensors.items():
+        if max_shard_size is not None and shards[-1] and used + array.nbytes > max_shard_size:
+            shards.append({})
+            used = 0
+        shards[-1][name] = array
+        used += array.nbytes
+    for stale in (WEIGHTS_NAME, INDEX_NAME):
+        if os.path.exists(os.path.join(folder, stale)):
+            os.remove(os.path.join(folder, stale))
+    if len(shards) == 1:
+        save_file(shards[0], os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for number, shard in enumerate(shards, start=1):
+        file = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, os.path.join(folder, file), metadata={"format": "pt"})
+        weight_map.update({name: file for name in shard})
+    total = sum(array.nbytes for array in tensors.values())
+    with open(os.path.join(folder, INDEX_NAME), "w", encoding="utf-8") as fh:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, fh, indent=2)

@@ -1,0 +1,189 @@
+"""ArceeModel and ArceeForCausalLM: thin classes with transformers' call surface over model.py.
+
+A model holds its config, its weights (``backbone`` params named as ArceeModel's state dict, ``head``
+params named as the head's) on one backend (``device``) in one dtype, and nothing else: every call is a
+pure function of the weights and the inputs, except the KV cache the caller passes in and gets back.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .backend import DTYPES, device_of, namespace_for_device, resolve_dtype, to_device, to_numpy
+from .blocks import causal_lm_loss, lm_head
+from .cache import KVCache
+from .checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
+from .config import ArceeConfig
+from .inputs import check_inputs
+from .model import backbone
+from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from .trace import record
+
+
+class ArceePreTrainedModel:
+    """Loading, saving and the backbone call shared by every Arcee class.
+
+    Subclasses set ``prefix`` (where their backbone sits in the state dict) and ``head_shapes(config)``.
+    """
+
+    prefix = "model."
+
+    def __init__(self, config: ArceeConfig, backbone_params: dict, head_params: dict | None = None,
+                 dtype: str = "float32", device: str = "cpu"):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+        self.config = config
+        self.xp = namespace_for_device(device)
+        self.device = device_of(self.xp)
+        self.dtype = dtype
+        self._dtype = resolve_dtype(self.xp, dtype)
+        backbone_params, head_params = split_checkpoint(
+            {self.prefix + k: v for k, v in backbone_params.items()} | dict(head_params or {}),
+            config, self.prefix, self.head_shapes(config), self.ignored_names(config))
+        self.params = {k: self._to_backend(v) for k, v in backbone_params.items()}
+        self.head_params = {k: self._to_backend(v) for k, v in head_params.items()}
+
+    # ------------------------------------------------------------------ the head's description
+    @classmethod
+    def head_shapes(cls, config) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of the head's own tensors (none for the bare backbone)."""
+        return {}
+
+    @classmethod
+    def ignored_names(cls, config) -> tuple[str, ...]:
+        """Checkpoint tensors accepted and dropped (tied copies)."""
+        return ()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
+        """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded).
+
+        dtype: "float32" (default), "float64" (golden mode: every step in float64) or "float16";
+        device: "cpu" (NumPy), "cuda" (CuPy) or "array_api_strict".
+        """
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+        namespace_for_device(device)  # fail on a bad device before reading any weights
+        config = ArceeConfig.from_pretrained(path)
+        tensors = read_checkpoint(path)
+        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config),
+                                                        cls.ignored_names(config))
+        return cls(config, backbone_params, head_params, dtype=dtype, device=device)
+
+    @classmethod
+    def from_config(cls, config: ArceeConfig, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+        """A randomly initialised model, as transformers initialises one: linear and embedding weights
+        ~ N(0, initializer_range), biases 0, norm weights 1."""
+        rng = np.random.default_rng(seed)
+        shapes = {cls.prefix + k: v for k, v in backbone_shapes(config).items()} | cls.head_shapes(config)
+        tensors = {}
+        for name, shape in shapes.items():
+            if name.endswith("norm.weight"):
+                tensors[name] = np.ones(shape, dtype=np.float32)
+            elif name.endswith(".bias"):
+                tensors[name] = np.zeros(shape, dtype=np.float32)
+            else:
+                tensors[name] = rng.normal(0.0, config.initializer_range, size=shape).astype(np.float32)
+        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config))
+        return cls(config, backbone_params, head_params, dtype=dtype, device=device)
+
+    def _to_backend(self, array):
+        return to_device(np.asarray(array).astype(self.dtype, copy=False), self.xp)
+
+    # ------------------------------------------------------------------ state dict and saving
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every weight under transformers' name, as NumPy arrays."""
+        out = {self.prefix + k: to_numpy(v) for k, v in self.params.items()}
+        out.update({k: to_numpy(v) for k, v in self.head_params.items()})
+        return out
+
+    def save_pretrained(self, path: str | os.PathLike, max_shard_size: int | None = None) -> None:
+        """Write config.json and safetensors (sharded above ``max_shard_size`` bytes) that transformers'
+        ``from_pretrained`` loads to the same outputs."""
+        self.config.save_pretrained(path)
+        write_checkpoint(path, self.state_dict(), max_shard_size=max_shard_size)
+
+    def num_parameters(self) -> int:
+        """How many weights the model holds (a tied embedding counts once)."""
+        return sum(int(np.prod(v.shape)) for v in (*self.params.values(), *self.head_params.values()))
+
+    # ------------------------------------------------------------------ the backbone call
+    def _run_backbone(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                      inputs_embeds=None, use_cache=None, output_attentions=False, output_hidden_states=False,
+                      labels=None):
+        """Check the inputs, run the backbone; returns (BackboneOutput, cache or None, labels)."""
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        input_ids, inputs_embeds, attention_mask, position_ids, labels = check_inputs(
+            self.config, self.xp, self._dtype, input_ids, inputs_embeds, attention_mask, position_ids, past, labels)
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = KVCache(self.config.num_hidden_layers)
+        out = backbone(self.params, self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache,
+                       output_hidden_states, output_attentions)
+        return out, cache if use_cache or past_key_values is not None else None, labels
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{type(self).__name__}(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
+                f"heads={c.num_attention_heads}/{c.num_key_value_heads}, vocab={c.vocab_size}, "
+                f"params={self.num_parameters():,}, dtype={self.dtype}, device={self.device})")
+
+
+class ArceeModel(ArceePreTrainedModel):
+    """The bare decoder (transformers' ArceeModel): embeddings, layers, final norm; no head."""
+
+    prefix = ""
+
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 inputs_embeds=None, use_cache=None, output_attentions=False, output_hidden_states=False):
+        """input_ids [B, T] (or inputs_embeds [B, T, D]) -> BaseModelOutputWithPast."""
+        out, cache, _ = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                           use_cache, output_attentions, output_hidden_states)
+        return BaseModelOutputWithPast(out.last_hidden_state, cache, out.hidden_states, out.attentions)
+
+
+class ArceeForCausalLM(ArceePreTrainedModel):
+    """The decoder with its language-model head (transformers' ArceeForCausalLM)."""
+
+    @classmethod
+    def head_shapes(cls, config):
+        return {} if config.tie_word_embeddings else {"lm_head.weight": (config.vocab_size, config.hidden_size)}
+
+    @classmethod
+    def ignored_names(cls, config):
+        return ("lm_head.weight",) if config.tie_word_embeddings else ()
+
+    @property
+    def lm_head_weight(self):
+        """[V, D]: the head's own matrix, or the embedding matrix when tied."""
+        return self.params["embed_tokens.weight"] if self.config.tie_word_embeddings else \
+            self.head_params["lm_head.weight"]
+
+    def state_dict(self):
+        out = super().state_dict()
+        if self.config.tie_word_embeddings:  # transformers saves the tied matrix once, under the embedding
+            out.pop("lm_head.weight", None)
+        return out
+
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 inputs_embeds=None, labels=None, use_cache=None, output_attentions=False,
+                 output_hidden_states=False, logits_to_keep=0):
+        """input_ids [B, T] -> CausalLMOutputWithPast with logits [B, T', V] (T' from ``logits_to_keep``:
+        an int keeps the last that many positions, 0 all; a 1-D index array keeps those) and, with labels
+        [B, T] (-100 = ignored), the mean next-token cross-entropy."""
+        out, cache, labels = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values,
+                                                inputs_embeds, use_cache, output_attentions, output_hidden_states,
+                                                labels)
+        if not isinstance(logits_to_keep, int):
+            logits_to_keep = to_device(np.asarray(to_numpy(logits_to_keep), dtype=np.int64), self.xp)
+        logits = record("logits", lm_head(out.last_hidden_state, self.lm_head_weight, logits_to_keep))
+        loss = None
+        if labels is not None:
+            if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+                raise ValueError("labels need the logits of every position: leave logits_to_keep at 0.")
+            loss = causal_lm_loss(logits, labels)
+        return CausalLMOutputWithPast(loss, logits, cache, out.hidden_states, out.attentions)

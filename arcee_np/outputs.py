@@ -1,0 +1,42 @@
+"""Output records with transformers' field names; fields are read as attributes or ``out["logits"]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+class ModelOutput:
+    """Base of the output dataclasses: attribute access, ``out["name"]``, ``keys()`` of the set fields."""
+
+    def __getitem__(self, key: str):
+        if key not in self.keys():
+            raise KeyError(f"{key!r} is not set on this output; set fields: {', '.join(self.keys())}")
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.keys())
+
+
+@dataclass
+class BaseModelOutputWithPast(ModelOutput):
+    """ArceeModel: ``last_hidden_state`` [B, T, D] (after the final norm); ``past_key_values`` KVCache;
+    ``hidden_states`` L + 1 arrays [B, T, D]; ``attentions`` L arrays [B, H, T, S]."""
+
+    last_hidden_state: object = None
+    past_key_values: object = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class CausalLMOutputWithPast(ModelOutput):
+    """ArceeForCausalLM: ``loss`` 0-d (when labels are given); ``logits`` [B, T', V]; the rest as above."""
+
+    loss: object = None
+    logits: object = None
+    past_key_values: object = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
