@@ -148,6 +148,9 @@ class ArceeConfig:
                 config["rope_scaling"] = None
         if "id2label" in config and "num_labels" not in config:
             config["num_labels"] = len(config["id2label"])
+            if config["id2label"] == _default_labels(config["num_labels"])[0]:  # rebuilt by to_dict
+                config.pop("id2label")
+                config.pop("label2id", None)
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in config.items() if k in known}
         extra = {k: v for k, v in config.items() if k not in known}
@@ -160,9 +163,8 @@ class ArceeConfig:
         for f in fields(self):
             if f.name != "extra":
                 out[f.name] = copy.deepcopy(getattr(self, f.name))
-        if "id2label" not in out:
-            out["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
-            out["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
+        if "id2label" not in out:  # transformers derives num_labels from id2label
+            out["id2label"], out["label2id"] = _default_labels(self.num_labels)
         del out["num_labels"]
         return out
 
@@ -189,6 +191,11 @@ class ArceeConfig:
         with open(os.path.join(path, CONFIG_NAME), "w", encoding="utf-8") as fh:
             json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
             fh.write("\n")
+
+
+def _default_labels(num_labels: int) -> tuple[dict, dict]:
+    """transformers' default ``id2label`` / ``label2id`` for ``num_labels`` classes."""
+    return ({str(i): f"LABEL_{i}" for i in range(num_labels)}, {f"LABEL_{i}": i for i in range(num_labels)})
 
 
 def _normalise_rope_scaling(scaling: dict | None, max_position_embeddings: int) -> dict | None:

@@ -1,0 +1,41 @@
+"""Shared fixtures: small random Arcee models (norm weights and biases perturbed so they matter)."""
+
+import numpy as np
+import pytest
+
+from arcee_np import ArceeConfig, ArceeForCausalLM
+
+
+def small_config(**overrides) -> ArceeConfig:
+    """A tiny GQA config with YaRN, both kinds of bias and ids inside the vocabulary."""
+    settings = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                    pad_token_id=0, attention_bias=True, mlp_bias=True,
+                    rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})
+    settings.update(overrides)
+    return ArceeConfig(**settings)
+
+
+def random_model(config=None, seed=0, cls=ArceeForCausalLM, **kwargs):
+    """A model from_config with every norm weight and bias perturbed away from 1 / 0."""
+    config = config or small_config()
+    model = cls.from_config(config, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    tensors = model.state_dict()
+    for name, array in tensors.items():
+        if name.endswith("norm.weight") or name.endswith(".bias"):
+            tensors[name] = (array + rng.normal(0, 0.2, array.shape)).astype(np.float32)
+    prefix = cls.prefix
+    backbone = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    head = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+    return cls(config, backbone, head, **kwargs)
+
+
+@pytest.fixture
+def model():
+    return random_model()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
