@@ -10,10 +10,14 @@ Quick use::
 from .cache import KVCache
 from .config import ArceeConfig, ConfigError
 from .checkpoint import CheckpointError
-from .models import ArceeForCausalLM, ArceeModel, ArceePreTrainedModel
+from .models import (ArceeForCausalLM, ArceeForQuestionAnswering, ArceeForSequenceClassification,
+                     ArceeForTokenClassification, ArceeModel, ArceePreTrainedModel)
+from .outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput
 from .trace import trace
 
 __version__ = "0.1.0"
 
-__all__ = ["ArceeConfig", "ArceeForCausalLM", "ArceeModel", "ArceePreTrainedModel", "CheckpointError",
-           "ConfigError", "KVCache", "trace", "__version__"]
+__all__ = ["ArceeConfig", "ArceeForCausalLM", "ArceeForQuestionAnswering", "ArceeForSequenceClassification",
+           "ArceeForTokenClassification", "ArceeModel", "ArceePreTrainedModel", "CheckpointError", "ConfigError",
+           "KVCache", "QuestionAnsweringModelOutput", "SequenceClassifierOutputWithPast", "TokenClassifierOutput",
+           "trace", "__version__"]

@@ -8,17 +8,21 @@ pure function of the weights and the inputs, except the KV cache the caller pass
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
 from .backend import DTYPES, device_of, namespace_for_device, resolve_dtype, to_device, to_numpy
-from .blocks import causal_lm_loss, lm_head
+from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, lm_head, pool_positions,
+                     question_answering_loss, sequence_classification_loss, split_start_end,
+                     token_classification_loss)
 from .cache import KVCache
 from .checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig
 from .inputs import check_inputs
 from .model import backbone
-from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from .outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
+                      SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .trace import record
 
 
@@ -187,3 +191,150 @@ class ArceeForCausalLM(ArceePreTrainedModel):
                 raise ValueError("labels need the logits of every position: leave logits_to_keep at 0.")
             loss = causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(loss, logits, cache, out.hidden_states, out.attentions)
+
+
+# ---------------------------------------------------------------------------------------------- other heads
+def _batch_size(input_ids, inputs_embeds) -> int:
+    """Rows of a forward call, read before any work (the full checks run in ``_run_backbone``)."""
+    source = input_ids if input_ids is not None else inputs_embeds
+    shape = np.shape(source) if isinstance(source, (list, tuple)) else tuple(source.shape)
+    return int(shape[0]) if len(shape) >= 2 else 1
+
+
+def _class_labels(labels, name: str, count: int, classes: int, per: str = "row"):
+    """Integer class labels flattened to [count], each in [0, classes) or -100 (ignored); a clear error if not."""
+    host = np.asarray(to_numpy(labels))
+    if host.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer class ids, got dtype {host.dtype}; convert with .astype('int64').")
+    if host.size != count:
+        raise ValueError(f"{name} must hold {count} class ids (one per {per}), got shape {tuple(host.shape)}.")
+    flat = host.reshape(-1).astype(np.int64)
+    bad = flat[((flat < 0) | (flat >= classes)) & (flat != IGNORE_INDEX)]
+    if bad.size:
+        raise ValueError(f"{name} must lie in [0, num_labels={classes}) or be {IGNORE_INDEX} (ignored); found "
+                         f"{bad[:5].tolist()}.")
+    return flat
+
+
+class ArceeForSequenceClassification(ArceePreTrainedModel):
+    """The decoder with a classification head read at each row's last non-pad token (transformers'
+    ArceeForSequenceClassification): ``score`` [num_labels, D], no bias."""
+
+    @classmethod
+    def head_shapes(cls, config):
+        return {"score.weight": (config.num_labels, config.hidden_size)}
+
+    def _problem_type(self, labels: np.ndarray) -> str:
+        """``config.problem_type``, inferred and set on the config when None, as transformers does."""
+        if self.config.problem_type is None:
+            if self.config.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (np.int32, np.int64):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        return self.config.problem_type
+
+    def _check_labels(self, labels, batch: int):
+        """The labels for this config's problem type as a backend array ([B] ints, [B] / [B, C] floats)."""
+        host = np.asarray(to_numpy(labels))
+        problem_type, classes = self._problem_type(host), self.config.num_labels
+        if problem_type == "single_label_classification":
+            return to_device(_class_labels(host, "labels", batch, classes), self.xp)
+        if problem_type not in ("regression", "multi_label_classification"):
+            raise ValueError(f"config.problem_type {problem_type!r} is unknown; use 'regression', "
+                             f"'single_label_classification' or 'multi_label_classification'.")
+        want = (batch,) if problem_type == "regression" and classes == 1 else (batch, classes)
+        if host.size != int(np.prod(want)) or (len(want) == 2 and host.shape != want):
+            raise ValueError(f"labels for {problem_type} must be {list(want)} numbers, got shape {tuple(host.shape)}.")
+        loss_dtype = "float64" if self.dtype == "float64" else "float32"
+        return to_device(host.reshape(want).astype(loss_dtype), self.xp)
+
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 inputs_embeds=None, labels=None, use_cache=None, output_attentions=False, output_hidden_states=False):
+        """input_ids [B, T] -> SequenceClassifierOutputWithPast with logits [B, num_labels] taken at each row's
+        last token that is not ``config.pad_token_id`` (left or right padding; the mask is not consulted) and,
+        with labels, the loss of ``config.problem_type`` (inferred and set when None: regression for one label,
+        single-label for integer labels, else multi-label)."""
+        batch = _batch_size(input_ids, inputs_embeds)
+        pad = self.config.pad_token_id
+        if pad is None and batch != 1:
+            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined: set config.pad_token_id "
+                             "(the id your tokenizer pads with).")
+        if labels is not None:
+            labels = self._check_labels(labels, batch)
+        out, cache, _ = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                           use_cache, output_attentions, output_hidden_states)
+        logits = record("logits", linear(out.last_hidden_state, self.head_params["score.weight"]))  # [B, T, C]
+        length = logits.shape[1]
+        if pad is not None and input_ids is not None:
+            index = last_non_pad_index(to_device(np.asarray(to_numpy(input_ids), dtype=np.int64), self.xp), pad)
+        else:
+            if pad is not None:
+                warnings.warn(f"{type(self).__name__} does not detect padding in inputs_embeds: it pools the last "
+                              f"position of every row.", stacklevel=2)
+            index = self.xp.full((batch,), length - 1, dtype=self.xp.int64)
+        pooled = pool_positions(logits, index)  # [B, C]
+        loss = None if labels is None else sequence_classification_loss(pooled, labels, self.config.problem_type)
+        return SequenceClassifierOutputWithPast(loss, pooled, cache, out.hidden_states, out.attentions)
+
+
+class ArceeForQuestionAnswering(ArceePreTrainedModel):
+    """The decoder with a span head (transformers' ArceeForQuestionAnswering): ``qa_outputs`` [2, D] with bias.
+    The backbone sits under ``transformer.`` in the state dict, as in transformers."""
+
+    prefix = "transformer."
+
+    @classmethod
+    def head_shapes(cls, config):
+        return {"qa_outputs.weight": (2, config.hidden_size), "qa_outputs.bias": (2,)}
+
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=False,
+                 output_hidden_states=False):
+        """input_ids [B, T] -> QuestionAnsweringModelOutput with start_logits, end_logits [B, T] and, when both
+        start_positions and end_positions ([B] integers) are given, the mean of the two cross-entropies;
+        positions are clamped to [0, T] and T (past the end) is ignored."""
+        batch = _batch_size(input_ids, inputs_embeds)
+        positions = []
+        for name, value in (("start_positions", start_positions), ("end_positions", end_positions)):
+            if value is not None:
+                host = np.asarray(to_numpy(value))
+                if host.dtype.kind not in "iu" or host.size != batch:
+                    raise ValueError(f"{name} must be {batch} integer token positions (one per row), got dtype "
+                                     f"{host.dtype} and shape {tuple(host.shape)}.")
+                positions.append(to_device(host.reshape(-1).astype(np.int64), self.xp))
+        out, _, _ = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                       False, output_attentions, output_hidden_states)
+        logits = record("logits", linear(out.last_hidden_state, self.head_params["qa_outputs.weight"],
+                                         self.head_params["qa_outputs.bias"]))  # [B, T, 2]
+        start_logits, end_logits = split_start_end(logits)
+        loss = question_answering_loss(start_logits, end_logits, *positions) if len(positions) == 2 else None
+        return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+
+
+class ArceeForTokenClassification(ArceePreTrainedModel):
+    """The decoder with a per-token classifier (transformers' ArceeForTokenClassification): ``score``
+    [num_labels, D], with a bias when ``config.token_classification_bias`` (the default). Dropout before the
+    head is an identity: arcee_np always runs in inference mode."""
+
+    @classmethod
+    def head_shapes(cls, config):
+        shapes = {"score.weight": (config.num_labels, config.hidden_size)}
+        if config.token_classification_bias:
+            shapes["score.bias"] = (config.num_labels,)
+        return shapes
+
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 inputs_embeds=None, labels=None, use_cache=None, output_attentions=False, output_hidden_states=False):
+        """input_ids [B, T] -> TokenClassifierOutput with logits [B, T, num_labels] and, with labels [B, T]
+        (class ids, -100 = ignored), the mean cross-entropy over the labelled tokens."""
+        if labels is not None:
+            host = np.asarray(to_numpy(labels))
+            _class_labels(host, "labels", host.size, self.config.num_labels, "token")  # the values; shapes: _run_backbone
+        out, _, labels = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                            use_cache, output_attentions, output_hidden_states, labels)
+        logits = record("logits", linear(out.last_hidden_state, self.head_params["score.weight"],
+                                         self.head_params.get("score.bias")))  # [B, T, C]
+        loss = None if labels is None else token_classification_loss(logits, labels)
+        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)

@@ -40,3 +40,38 @@ class CausalLMOutputWithPast(ModelOutput):
     past_key_values: object = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+
+
+@dataclass
+class SequenceClassifierOutputWithPast(ModelOutput):
+    """ArceeForSequenceClassification: ``loss`` 0-d (when labels are given); ``logits`` [B, num_labels] (pooled
+    at each row's last non-pad token); ``past_key_values`` KVCache; ``hidden_states``, ``attentions`` as above."""
+
+    loss: object = None
+    logits: object = None
+    past_key_values: object = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    """ArceeForQuestionAnswering: ``loss`` 0-d (when start and end positions are given); ``start_logits`` and
+    ``end_logits`` [B, T]; ``hidden_states``, ``attentions`` as above."""
+
+    loss: object = None
+    start_logits: object = None
+    end_logits: object = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    """ArceeForTokenClassification: ``loss`` 0-d (when labels are given); ``logits`` [B, T, num_labels];
+    ``hidden_states``, ``attentions`` as above."""
+
+    loss: object = None
+    logits: object = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None

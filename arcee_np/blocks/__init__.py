@@ -7,9 +7,10 @@ array-API standard, so the same code runs on NumPy, CuPy and array_api_strict.
 from .activations import ACTIVATIONS, erf, gelu, gelu_pytorch_tanh, relu, relu2, silu
 from .attention import attention, attention_output, attention_probs, attention_scores, repeat_kv, softmax
 from .embedding import embed
-from .heads import keep_positions, lm_head
+from .heads import keep_positions, last_non_pad_index, lm_head, pool_positions, split_start_end
 from .linear import linear
-from .losses import IGNORE_INDEX, causal_lm_loss, cross_entropy, log_softmax
+from .losses import (IGNORE_INDEX, bce_with_logits, causal_lm_loss, cross_entropy, log_softmax, mse_loss,
+                     question_answering_loss, sequence_classification_loss, token_classification_loss)
 from .mask import causal_padding_mask, packed_causal_mask, packed_segments
 from .mlp import mlp
 from .rms_norm import rms_norm

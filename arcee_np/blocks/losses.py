@@ -1,4 +1,5 @@
-"""Losses of transformers' Arcee heads: cross-entropy with ignore_index, and the shifted causal-LM loss."""
+"""Losses of transformers' Arcee heads: cross-entropy with ignore_index, the shifted causal-LM loss, MSE,
+BCE-with-logits, and the sequence-classification, question-answering and token-classification losses."""
 
 from array_api_compat import array_namespace
 
@@ -38,3 +39,84 @@ def causal_lm_loss(logits, labels, ignore_index=IGNORE_INDEX):
     shifted_logits = xp.reshape(logits[:, :-1, :], (-1, vocab))  # [B*(T-1), V]
     shifted_labels = xp.reshape(labels[:, 1:], (-1,))  # [B*(T-1)]
     return cross_entropy(shifted_logits, shifted_labels, ignore_index)
+
+
+def _loss_dtype(xp, x):
+    """float64 stays float64; anything else is computed in float32."""
+    return x.dtype if x.dtype == xp.float64 else xp.float32
+
+
+def mse_loss(prediction, target):
+    """Mean squared error ``mean((prediction - target)^2)`` (torch's MSELoss, reduction mean).
+
+    prediction, target: the same shape (any). Returns a 0-d array.
+    """
+    xp = array_namespace(prediction, target)
+    dtype = _loss_dtype(xp, prediction)
+    diff = xp.astype(prediction, dtype) - xp.astype(target, dtype)
+    return xp.mean(diff * diff)
+
+
+def bce_with_logits(logits, targets):
+    """Binary cross-entropy on logits, mean over every entry (torch's BCEWithLogitsLoss).
+
+    ``-[y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))]``, computed stably as
+    ``max(x, 0) - x y + log(1 + exp(-|x|))``.
+    logits, targets: the same shape, e.g. [B, C]; targets in [0, 1]. Returns a 0-d array.
+    """
+    xp = array_namespace(logits, targets)
+    dtype = _loss_dtype(xp, logits)
+    x, y = xp.astype(logits, dtype), xp.astype(targets, dtype)
+    return xp.mean(xp.maximum(x, xp.zeros_like(x)) - x * y + xp.log1p(xp.exp(-xp.abs(x))))
+
+
+def sequence_classification_loss(pooled_logits, labels, problem_type):
+    """The loss of sequence classification for a resolved ``problem_type`` (transformers' rules):
+
+    * ``"regression"``: MSE; with one label, of ``pooled[:, 0]`` against ``labels`` flattened to [B];
+    * ``"single_label_classification"``: cross-entropy of pooled [B, C] against integer labels [B]
+      (-100 ignored);
+    * ``"multi_label_classification"``: BCE-with-logits of pooled [B, C] against labels [B, C] in [0, 1].
+
+    pooled_logits: [B, C]. Returns a 0-d array.
+    """
+    xp = array_namespace(pooled_logits, labels)
+    batch, classes = pooled_logits.shape
+    if problem_type == "regression":
+        if classes == 1:  # transformers squeezes both sides
+            return mse_loss(xp.reshape(pooled_logits, (-1,)), xp.reshape(labels, (-1,)))
+        return mse_loss(pooled_logits, labels)
+    if problem_type == "single_label_classification":
+        return cross_entropy(pooled_logits, xp.reshape(labels, (-1,)))
+    if problem_type == "multi_label_classification":
+        return bce_with_logits(pooled_logits, labels)
+    raise ValueError(f"unknown problem_type {problem_type!r}; use 'regression', 'single_label_classification' "
+                     f"or 'multi_label_classification'.")
+
+
+def question_answering_loss(start_logits, end_logits, start_positions, end_positions):
+    """``(CE(start_logits, start) + CE(end_logits, end)) / 2`` with positions clamped to ``[0, T]``.
+
+    A position at or past ``T`` (the sequence length) becomes ``T`` and is ignored; a batch whose every
+    position is ignored gives NaN, as in PyTorch.
+    start_logits, end_logits: [B, T]; start_positions, end_positions: [B] (or [B, 1]) integers.
+    Returns a 0-d array.
+    """
+    xp = array_namespace(start_logits, start_positions)
+    ignored = start_logits.shape[1]
+
+    def one_side(logits, positions):
+        positions = xp.clip(xp.reshape(xp.astype(positions, xp.int64), (-1,)), 0, ignored)  # [B]
+        return cross_entropy(logits, positions, ignore_index=ignored)
+
+    return (one_side(start_logits, start_positions) + one_side(end_logits, end_positions)) / 2
+
+
+def token_classification_loss(logits, labels, ignore_index=IGNORE_INDEX):
+    """Cross-entropy of every token against its label; ``ignore_index`` (-100) marks tokens without one.
+
+    logits: [B, T, C]; labels: [B, T] integers. Returns a 0-d array.
+    """
+    xp = array_namespace(logits, labels)
+    classes = logits.shape[-1]
+    return cross_entropy(xp.reshape(logits, (-1, classes)), xp.reshape(labels, (-1,)), ignore_index)
