@@ -71,15 +71,32 @@ def device_of(xp: ModuleType) -> str:
     return "cpu"
 
 
+_DLPACK_CUDA = 2  # kDLCUDA in DLPack's device enum
+
+
+def _on_cuda(x) -> bool:
+    """Whether ``x`` is a non-CuPy array living on a CUDA device (a torch CUDA tensor ...) per DLPack."""
+    try:
+        return x.__dlpack_device__()[0] == _DLPACK_CUDA
+    except Exception:
+        return False
+
+
 def to_device(x, xp: ModuleType, dtype=None):
     """``x`` (a NumPy array, a scalar, or an array of any supported library) as an ``xp`` array.
 
-    NumPy arrays stay NumPy arrays on the CPU (no copy when the dtype already matches).
+    NumPy arrays stay NumPy arrays on the CPU (no copy when the dtype already matches). For ``"cuda"``,
+    CuPy arrays and other CUDA arrays (torch CUDA tensors, via DLPack) stay on the GPU: no host round trip,
+    no copy when the dtype already matches (the result then shares the caller's memory).
     """
+    if device_of(xp) == "cuda" and not is_cupy_array(x) and _on_cuda(x):
+        import cupy
+
+        x = cupy.from_dlpack(x)
     if not (is_numpy_array(x) or is_cupy_array(x) or np.isscalar(x) or isinstance(x, (list, tuple))):
         x = to_numpy(x)
     if device_of(xp) == "cpu":
-        return np.asarray(x, dtype=dtype)
+        return np.asarray(to_numpy(x) if is_cupy_array(x) else x, dtype=dtype)
     if device_of(xp) == "cuda" and is_cupy_array(x):
         return x if dtype is None else x.astype(dtype, copy=False)
     return xp.asarray(np.asarray(x) if not is_cupy_array(x) else x, dtype=dtype)

@@ -55,7 +55,9 @@ def check_inputs(config, xp, dtype, input_ids=None, inputs_embeds=None, attentio
         raise ValueError("the input sequence is empty: give at least one token.")
     total = past_length + length
     if attention_mask is not None:
-        mask = _host(attention_mask, "attention_mask")
+        # a 4-D additive mask is float [B, 1, T, S]: check its shape only, never copy it to the host
+        mask = attention_mask if len(getattr(attention_mask, "shape", ())) == 4 else _host(attention_mask,
+                                                                                             "attention_mask")
         if mask.ndim == 2:
             if mask.shape != (batch, total):
                 raise ValueError(
@@ -66,7 +68,7 @@ def check_inputs(config, xp, dtype, input_ids=None, inputs_embeds=None, attentio
                 raise ValueError("a 2-D attention_mask holds 1 for tokens and 0 for padding; found other values.")
             attention_mask = to_device(mask.astype(np.int64, copy=False), xp)
         elif mask.ndim == 4:
-            if mask.shape not in ((batch, 1, length, total), (1, 1, length, total)):
+            if tuple(mask.shape) not in ((batch, 1, length, total), (1, 1, length, total)):
                 raise ValueError(f"a 4-D attention_mask must be additive [batch, 1, seq, past + seq] = "
                                  f"[{batch}, 1, {length}, {total}], got {tuple(mask.shape)}.")
             attention_mask = to_device(mask, xp, dtype)

@@ -95,7 +95,9 @@ class ArceePreTrainedModel:
         return cls(config, backbone_params, head_params, dtype=dtype, device=device)
 
     def _to_backend(self, array):
-        return to_device(np.asarray(array).astype(self.dtype, copy=False), self.xp)
+        if not isinstance(array, np.ndarray) and device_of(self.xp) == "cuda" and hasattr(array, "__dlpack__"):
+            return to_device(array, self.xp, self._dtype)  # already on the GPU (CuPy, torch): cast there
+        return to_device(np.asarray(to_numpy(array)).astype(self.dtype, copy=False), self.xp)
 
     # ------------------------------------------------------------------ state dict and saving
     def state_dict(self) -> dict[str, np.ndarray]:
