@@ -1,0 +1,560 @@
+"""Comparing traces: per named tensor the max absolute and relative error, the first tensor past the
+tolerance, and a one-line guess at the cause derived from which tensor diverged first and how its inputs
+compared.
+
+``compare_traces(candidate, reference)`` compares two ``{name: array}`` traces (arcee_np's, a port's,
+one read back by ``tracefile.load_trace``); ``transformers_trace`` records the same names from a live
+transformers model with forward hooks, and ``compare_with_transformers`` runs both. Tolerances live in
+``TOLERANCES``, the one table every comparison (and ``arcee_np.testing``) uses.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .trace import LAYER_STAGES, Trace, name_order_key, split_name
+from .tracefile import as_numpy, describe_patterns, trace_model, versions
+
+
+# ----------------------------------------------------------------------------------------------- tolerances
+@dataclass(frozen=True)
+class Tolerance:
+    """``|actual - expected| <= atol + rtol * |expected|`` elementwise (NumPy's allclose rule)."""
+
+    atol: float
+    rtol: float
+    what: str = ""
+
+    def __str__(self):
+        return f"{self.atol:.0e}" if self.rtol == 0 else f"{self.atol:.0e} + {self.rtol:.0e}*|ref|"
+
+
+# The numerics contract of design.md. atol is the contract's max abs error (for values of order 1); the
+# rtol term lets large intermediates (ReLU² outputs, attention scores of big models) carry the error
+# their size implies in that dtype.
+TOLERANCES = {
+    "float32": Tolerance(1e-4, 1e-5, "float32 vs transformers float32 eager (or another float32 port)"),
+    "float64": Tolerance(1e-9, 1e-10, "float64 vs transformers float64 with its float32 casts lifted"),
+    "float64_plain": Tolerance(1e-6, 1e-6, "float64 vs plain transformers float64 (rounds through float32)"),
+    "float16": Tolerance(1e-2, 1e-2, "float16 vs transformers float16"),
+    "kv_cache": Tolerance(1e-5, 1e-6, "KV-cache decode vs the full forward"),
+    "cupy": Tolerance(1e-4, 1e-5, "CuPy float32 vs NumPy float32"),
+}
+
+
+def tolerance_for(dtype=None, against: str | None = None, tolerance=None) -> Tolerance:
+    """The Tolerance to use: ``tolerance`` itself (a Tolerance, a key of TOLERANCES, or ``(atol, rtol)``),
+    else the row of TOLERANCES for ``dtype`` (a name or dtype object; float64 against plain ``"transformers"``
+    uses ``float64_plain``)."""
+    if isinstance(tolerance, Tolerance):
+        return tolerance
+    if isinstance(tolerance, str):
+        if tolerance not in TOLERANCES:
+            raise ValueError(f"unknown tolerance {tolerance!r}; choose one of {', '.join(TOLERANCES)}.")
+        return TOLERANCES[tolerance]
+    if tolerance is not None:
+        atol, rtol = tolerance
+        return Tolerance(float(atol), float(rtol), "given")
+    name = np.dtype(dtype).name if dtype is not None and not isinstance(dtype, str) else (dtype or "float32")
+    if name == "float64" and against == "transformers":
+        name = "float64_plain"
+    if name not in TOLERANCES:
+        raise ValueError(f"no tolerance for dtype {name!r}; pass tolerance= (one of {', '.join(TOLERANCES)} "
+                         f"or (atol, rtol)).")
+    return TOLERANCES[name]
+
+
+# ----------------------------------------------------------------------------------------------- one tensor
+_HEAD_STAGES = ("attn.q", "attn.k", "attn.v", "attn.q_rope", "attn.k_rope", "attn.scores", "attn.probs")
+
+
+def _query_axis(name: str, ndim: int) -> int | None:
+    """The sequence (query) axis of a named tensor: 2 for [B, heads, T, ...] attention tensors, else 1."""
+    if ndim < 2:
+        return None
+    return 2 if split_name(name)[1] in _HEAD_STAGES and ndim == 4 else 1
+
+
+@dataclass
+class Row:
+    """How one named tensor compares. status: ok, DIFF (past the tolerance), SHAPE (shapes differ),
+    MISSING (only in the reference), EXTRA (only in the candidate). ``max_rel`` is max abs error over
+    max |reference|. ``heads`` / ``positions``: the heads and query positions that diverge, where known."""
+
+    name: str
+    status: str
+    shape: tuple | None = None
+    actual_shape: tuple | None = None
+    dtype: str = ""
+    max_abs: float = float("nan")
+    max_rel: float = float("nan")
+    max_ref: float = float("nan")
+    worst: tuple | None = None
+    actual_value: float | None = None
+    expected_value: float | None = None
+    nonfinite: int = 0
+    heads: list[int] | None = None
+    num_heads: int | None = None
+    positions: list[int] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("DIFF", "SHAPE")
+
+    def describe(self) -> str:
+        """``max abs 1.3e+00 at (0, 1, 2, 3): 0.5 vs 1.8`` (or why there is no number)."""
+        if self.status == "SHAPE":
+            return f"shape {self.actual_shape} vs reference {self.shape}"
+        if self.status in ("MISSING", "EXTRA"):
+            return "only in the " + ("reference" if self.status == "MISSING" else "candidate")
+        text = f"max abs {self.max_abs:.2g}"
+        if self.worst is not None and self.max_abs > 0:
+            text += f" at {self.worst}: {self.actual_value:.6g} vs {self.expected_value:.6g}"
+        if self.nonfinite:
+            text += f"; {self.nonfinite} NaN/Inf where the reference is finite"
+        return text
+
+
+def compare_arrays(actual, expected, tolerance: Tolerance, name: str = "tensor", valid=None) -> Row:
+    """Compare one tensor. valid: optional [B, T] bool; query rows where it is False are not compared
+    (padding rows are implementation-defined)."""
+    a, b = as_numpy(actual), as_numpy(expected)
+    dtype = str(b.dtype)
+    if a.shape != b.shape:
+        return Row(name, "SHAPE", tuple(b.shape), tuple(a.shape), dtype)
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(same, 0.0, np.abs(a - b))
+    nonfinite = int(np.sum(~np.isfinite(a) & np.isfinite(b)))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    keep = _valid_mask(name, b.shape, valid)
+    if keep is not None:
+        diff = np.where(keep, diff, 0.0)
+    finite_ref = np.where(np.isfinite(b), np.abs(b), 0.0)
+    if keep is not None:
+        finite_ref = np.where(keep, finite_ref, 0.0)
+    bad = diff > tolerance.atol + tolerance.rtol * finite_ref
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_ref = float(finite_ref.max()) if diff.size else 0.0
+    row = Row(name, "DIFF" if bad.any() else "ok", tuple(b.shape), tuple(a.shape), dtype, max_abs,
+              max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else math.inf), max_ref,
+              nonfinite=nonfinite)
+    if diff.size and max_abs > 0:
+        index = np.unravel_index(int(np.argmax(diff)), diff.shape)
+        row.worst = tuple(int(i) for i in index)
+        row.actual_value, row.expected_value = float(a[index]), float(b[index])
+    if bad.any():
+        _localize(row, bad)
+    return row
+
+
+def _valid_mask(name, shape, valid):
+    """A mask broadcastable to ``shape`` keeping the valid query rows, or None."""
+    if valid is None:
+        return None
+    valid = np.asarray(as_numpy(valid)).astype(bool)
+    axis = _query_axis(name, len(shape))
+    if axis is None or valid.ndim != 2 or shape[0] != valid.shape[0] or shape[axis] != valid.shape[1]:
+        return None
+    view = [1] * len(shape)
+    view[0], view[axis] = valid.shape
+    return valid.reshape(view)
+
+
+def _localize(row: Row, bad) -> None:
+    """Fill ``row.heads`` and ``row.positions`` from the boolean map of failing entries."""
+    axis = _query_axis(row.name, bad.ndim)
+    if axis is not None:
+        others = tuple(i for i in range(bad.ndim) if i != axis)
+        row.positions = [int(i) for i in np.flatnonzero(bad.any(axis=others))]
+    if split_name(row.name)[1] in _HEAD_STAGES and bad.ndim == 4:
+        row.num_heads = bad.shape[1]
+        row.heads = [int(i) for i in np.flatnonzero(bad.any(axis=(0, 2, 3)))]
+
+
+# ----------------------------------------------------------------------------------------------- whole traces
+def _prev_hidden(layer: int) -> str:
+    return "embed" if layer == 0 else f"layers.{layer - 1}.out"
+
+
+# stage -> (label, the stages it is computed from ("{prev}": the layer's input), the likely culprit)
+_RMSNORM = "RMSNorm (eps? normalise in float32 and cast back before the weight multiply; weight, not 1 + weight)"
+_STAGES = {
+    "embed": ("the embeddings", (), "the embedding lookup (embedding matrix, token ids, or inputs_embeds)"),
+    "input_norm": ("the input RMSNorm output", ("{prev}",), _RMSNORM),
+    "attn.q": ("q", ("input_norm",), "q_proj weight/bias or the head split ([B, T, H*hd] -> [B, T, H, hd] -> "
+                                     "[B, H, T, hd])"),
+    "attn.k": ("k", ("input_norm",), "k_proj weight/bias or the head split ([B, T, KV*hd] -> [B, KV, T, hd])"),
+    "attn.v": ("v", ("input_norm",), "v_proj weight/bias or the head split ([B, T, KV*hd] -> [B, KV, T, hd])"),
+    "attn.q_rope": ("q after RoPE", ("attn.q",),
+                    "RoPE layout/frequencies (rotate-half vs interleaved? theta? YaRN? position_ids?)"),
+    "attn.k_rope": ("k after RoPE", ("attn.k",),
+                    "RoPE layout/frequencies (rotate-half vs interleaved? theta? YaRN? position_ids?)"),
+    "attn.scores": ("the attention scores", ("attn.q_rope", "attn.k_rope"),
+                    "q k^T * head_dim**-0.5 (scaling?) or the GQA head mapping (query head n reads KV head "
+                    "n // n_rep)"),
+    "attn.probs": ("the attention probabilities", ("attn.scores",),
+                   "the mask (causal? padding? additive finfo.min) or the softmax (float32, max subtracted)"),
+    "attn.context": ("the attention context", ("attn.probs", "attn.v"),
+                     "probs @ v (GQA mapping for values: KV head n // n_rep) or the head merge "
+                     "([B, H, T, hd] -> [B, T, H, hd] -> [B, T, H*hd])"),
+    "attn.out": ("the attention output", ("attn.context",), "o_proj weight/bias"),
+    "attn_residual": ("the attention residual", ("{prev}", "attn.out"),
+                      "the residual add (h + attn_out, h the layer's un-normed input)"),
+    "post_norm": ("the post-attention RMSNorm output", ("attn_residual",), _RMSNORM),
+    "mlp.up": ("up_proj's output", ("post_norm",), "up_proj weight/bias (Arcee's MLP has no gate_proj)"),
+    "mlp.act": ("the MLP activation", ("mlp.up",), "the activation (AFM: relu2 = relu(x)**2; check hidden_act)"),
+    "mlp.out": ("the MLP output", ("mlp.act",), "down_proj weight/bias"),
+    "out": ("the layer output", ("attn_residual", "mlp.out"), "the residual add (attn_residual + mlp_out)"),
+    "final_norm": ("the final RMSNorm output", ("{last}",), _RMSNORM),
+    "logits": ("the logits", ("final_norm",), "lm_head (its own weight or tied to embed_tokens? logits_to_keep?)"),
+}
+assert set(_STAGES) == set(LAYER_STAGES) | {"embed", "final_norm", "logits"}
+
+
+def _inputs_of(name: str, num_layers: int) -> list[str]:
+    layer, stage = split_name(name)
+    if stage not in _STAGES:
+        return []
+    out = []
+    for source in _STAGES[stage][1]:
+        if source == "{prev}":
+            out.append(_prev_hidden(layer))
+        elif source == "{last}":
+            out.append(f"layers.{num_layers - 1}.out")
+        else:
+            out.append(f"layers.{layer}.{source}" if layer is not None else source)
+    return out
+
+
+def _label(name: str) -> str:
+    stage = split_name(name)[1]
+    return _STAGES[stage][0] if stage in _STAGES else name
+
+
+def _plural(name: str) -> bool:
+    return _label(name).endswith("s")
+
+
+def _verb(name: str, verb: str) -> str:
+    return verb if _plural(name) else verb + "s"
+
+
+def _float16_overflow(row: Row, sources: list[Row]) -> str | None:
+    """A float16 input big enough to overflow the squaring inside RMSNorm or ReLU²."""
+    stage = split_name(row.name)[1]
+    if "float16" not in row.dtype or stage not in ("input_norm", "post_norm", "final_norm", "mlp.act"):
+        return None
+    big = [s for s in sources if s.max_ref > 255.9]
+    if not big:
+        return None
+    s = big[0]
+    if stage == "mlp.act":
+        return (f"{s.name} reaches |x| = {s.max_ref:.3g} in float16, where relu(x)**2 overflows (> 65504): "
+                f"compute the activation in float32 or scale the weights")
+    return (f"{s.name} reaches |x| = {s.max_ref:.3g} in float16, where x**2 overflows (> 65504): RMSNorm must "
+            f"square and average in float32 (missing upcast?)")
+
+
+def explain(first: Row, rows: dict[str, Row], num_layers: int, tolerance: Tolerance) -> str:
+    """The one-line diagnosis of the first divergence, from its own numbers and its inputs'."""
+    head = f"first divergence at {first.name} ({first.describe()}"
+    if first.status == "SHAPE":
+        return head + f", tol {tolerance}) -> a layout difference: see docs/trace.md for the shape arcee_np records under this name"
+    stage = split_name(first.name)[1]
+    suspect = _STAGES[stage][2] if stage in _STAGES else "the step that computes this tensor"
+    sources = [rows[n] for n in _inputs_of(first.name, num_layers) if n in rows and rows[n].status == "ok"]
+    missing = [n for n in _inputs_of(first.name, num_layers) if n not in rows or rows[n].status != "ok"]
+    if first.nonfinite:
+        why = f"{_label(first.name)} {_verb(first.name, 'hold')} NaN/Inf where the reference is finite"
+    elif sources and not missing:
+        agree = " and ".join(f"{_label(s.name)} ({s.name}, max abs {s.max_abs:.1g})" for s in sources)
+        plural = len(sources) > 1 or _plural(sources[0].name)
+        why = f"{_label(first.name)} {_verb(first.name, 'differ')} while {agree} agree{'' if plural else 's'}"
+    elif _inputs_of(first.name, num_layers):
+        compared = [r for r in rows.values() if r.status == "ok" and name_order_key(r.name) < name_order_key(first.name)]
+        last = max(compared, key=lambda r: name_order_key(r.name)).name if compared else None
+        why = (f"{_label(first.name)} {_verb(first.name, 'differ')}; its inputs ({', '.join(missing)}) were not compared"
+               + (f" and the last agreeing tensor is {last}, so the cause lies between the two (trace "
+                  f"finer names to pinpoint it)" if last else ""))
+    else:
+        why = f"{_label(first.name)} {_verb(first.name, 'differ')}"
+    details = []
+    overflow = _float16_overflow(first, sources)
+    if overflow:
+        suspect = overflow
+    if first.heads is not None and len(first.heads) < first.num_heads:
+        agree_heads = [h for h in range(first.num_heads) if h not in first.heads]
+        details.append(f"only heads {first.heads} of {first.num_heads} differ (heads {agree_heads} agree)")
+        if stage in ("attn.scores", "attn.context", "attn.probs") and 0 in agree_heads:
+            suspect = ("GQA head mapping: query head n must read KV head n // n_rep (n % num_kv_heads is the "
+                       "classic slip)")
+    if first.positions is not None and first.positions and first.positions[0] > 0:
+        details.append(f"positions before {first.positions[0]} agree")
+        if stage in ("attn.q_rope", "attn.k_rope") and first.positions[0] == 1:
+            details[-1] += " (position 0 has angle 0: RoPE there is the identity, so the rotation itself differs)"
+    detail = f"; {'; '.join(details)}" if details else ""
+    return f"{head}, tol {tolerance}): {why}{detail} -> {suspect}"
+
+
+@dataclass
+class Report:
+    """The comparison of two traces: a Row per name in recording order, the first failing one and why."""
+
+    rows: list[Row]
+    tolerance: Tolerance
+    first: Row | None = None
+    explanation: str = ""
+    reference: str = "reference"
+    candidate: str = "candidate"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def compared(self) -> list[Row]:
+        return [r for r in self.rows if r.status not in ("MISSING", "EXTRA")]
+
+    @property
+    def ok(self) -> bool:
+        return self.first is None and bool(self.compared)
+
+    def summary(self) -> str:
+        """One line: the first divergence and its likely cause, or that everything agrees."""
+        if self.first is not None:
+            return self.explanation
+        if not self.compared:
+            return "nothing compared: the two traces share no tensor names (see docs/trace.md for the names)"
+        worst = max(self.compared, key=lambda r: r.max_rel if math.isfinite(r.max_rel) else -1)
+        return (f"all {len(self.compared)} compared tensors agree within tol {self.tolerance} "
+                f"(largest relative error {worst.max_rel:.2g} at {worst.name})")
+
+    def table(self, failures_only: bool = False) -> str:
+        """A fixed-width table: name, shape, max abs, max rel, status; the first divergence is marked."""
+        lines = [f"{'name':<28} {'shape':<20} {'max abs':>9} {'max rel':>9}  status"]
+        for r in self.rows:
+            if failures_only and not r.failed:
+                continue
+            shape = "x".join(map(str, r.shape if r.shape is not None else r.actual_shape or ()))
+            mark = "  <-- first divergence" if r is self.first else ""
+            numbers = (f"{r.max_abs:>9.2e} {r.max_rel:>9.2e}" if r.status in ("ok", "DIFF") else f"{'-':>9} {'-':>9}")
+            lines.append(f"{r.name:<28} {shape:<20} {numbers}  {r.status}{mark}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-safe form (for CI artefacts)."""
+        return {"ok": self.ok, "summary": self.summary(), "tolerance": [self.tolerance.atol, self.tolerance.rtol],
+                "first": self.first.name if self.first else None,
+                "rows": [{"name": r.name, "status": r.status, "shape": r.shape, "max_abs": _json_float(r.max_abs),
+                          "max_rel": _json_float(r.max_rel)} for r in self.rows]}
+
+    def __str__(self):
+        return "\n".join([self.table(), *self.notes, self.summary()])
+
+
+def _json_float(x: float):
+    return x if math.isfinite(x) else str(x)
+
+
+def _dtype_of(t) -> str | None:
+    for value in t.values():
+        dtype = str(as_numpy(value).dtype)
+        if dtype.startswith("float"):
+            return dtype
+    return None
+
+
+def compare_traces(candidate, reference, tolerance=None, valid=None, names=None, against: str | None = None,
+                   reference_label="reference", candidate_label="candidate") -> Report:
+    """Compare ``candidate`` (the implementation under test) with ``reference`` (arcee_np or transformers).
+
+    Both are ``{name: array}`` dicts (Traces, loaded trace files, a port's own dict; torch tensors are fine).
+    tolerance: see tolerance_for (default: by the reference's dtype; ``against="transformers"`` picks the
+    plain-float64 row). valid: [B, T] bool rows to compare (default: the reference's attention_mask input,
+    when it has one). names: only these names (default: all). Names in only one trace are listed, not failed.
+    """
+    ref_meta = getattr(reference, "meta", {}) or {}
+    if against is None and ref_meta.get("producer") == "transformers" and not ref_meta.get("lifted"):
+        against = "transformers"
+    tol = tolerance_for(ref_meta.get("dtype") or _dtype_of(reference), against, tolerance)
+    if valid is None:
+        mask = (getattr(reference, "inputs", None) or {}).get("attention_mask")
+        valid = mask if mask is not None and as_numpy(mask).ndim == 2 else None
+    all_names = sorted(set(reference) | set(candidate), key=name_order_key)
+    if names is not None:
+        wanted = Trace(names)
+        all_names = [n for n in all_names if wanted.wants(n)]
+    rows = []
+    for name in all_names:
+        if name not in candidate:
+            rows.append(Row(name, "MISSING"))
+        elif name not in reference:
+            rows.append(Row(name, "EXTRA"))
+        else:
+            rows.append(compare_arrays(candidate[name], reference[name], tol, name, valid))
+    report = Report(rows, tol, reference=reference_label, candidate=candidate_label)
+    report.first = next((r for r in rows if r.failed), None)
+    if report.first is not None:
+        layers = [split_name(r.name)[0] for r in rows]
+        num_layers = max((n for n in layers if n is not None), default=-1) + 1
+        report.explanation = explain(report.first, {r.name: r for r in rows}, num_layers, tol)
+    missing = [r.name for r in rows if r.status == "MISSING"]
+    if missing and report.compared:
+        report.notes.append(f"{len(missing)} reference tensor(s) not in the candidate (not compared), e.g. "
+                            f"{', '.join(missing[:3])}")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------- transformers
+def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids=None, patterns="*") -> Trace:
+    """Run a transformers Arcee (or Llama-like) model once and record arcee_np's names with forward hooks.
+
+    The model must use eager attention (load with ``attn_implementation="eager"``): the attention
+    probabilities come from it. Mapping (docs/trace.md): ``embed`` = embed_tokens output; per layer
+    ``input_norm`` / ``post_norm`` = input_layernorm / post_attention_layernorm outputs; ``attn.q|k|v`` =
+    q_proj/k_proj/v_proj outputs split into heads; ``attn.q_rope|k_rope`` = what the modeling file's
+    apply_rotary_pos_emb returns (wrapped while the call runs); ``attn.scores`` = ``q_rope @ repeat_kv(k_rope)^T *
+    scaling`` (eager computes it without exposing it); ``attn.probs`` = the attention weights; ``attn.context``
+    = o_proj's input; ``attn.out`` = o_proj's output; ``attn_residual`` = post_attention_layernorm's input;
+    ``mlp.up|act|out`` = up_proj / act_fn / down_proj outputs; ``out`` = the decoder layer's output;
+    ``final_norm`` = norm's output; ``logits`` = lm_head's output. The call runs without a cache.
+    """
+    import torch
+
+    backbone = torch_model.model if hasattr(torch_model, "model") else torch_model
+    layers = backbone.layers
+    if getattr(torch_model.config, "_attn_implementation", "eager") != "eager":
+        if hasattr(torch_model, "set_attn_implementation"):
+            torch_model.set_attn_implementation("eager")
+        else:
+            raise ValueError("the transformers model must use eager attention: load it with "
+                             "attn_implementation='eager'.")
+    modeling = sys.modules[type(layers[0].self_attn).__module__]
+    t = Trace(patterns)
+    state = {"layer": None}
+    handles = []
+
+    def put(name, value):
+        if t.wants(name):
+            t[name] = as_numpy(value)
+
+    def on_output(name, transform=None):
+        def hook(module, args, out):
+            put(name, transform(out) if transform else out)
+        return hook
+
+    def on_input(name):
+        def hook(module, args):
+            put(name, args[0])
+        return hook
+
+    def first(out):
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    handles.append(backbone.embed_tokens.register_forward_hook(on_output("embed")))
+    for i, layer in enumerate(layers):
+        attn, p = layer.self_attn, f"layers.{i}."
+        n_heads = torch_model.config.num_attention_heads
+        n_kv = getattr(torch_model.config, "num_key_value_heads", None) or n_heads
+
+        def enter(module, args, i=i):
+            state["layer"], state["module"] = i, module
+
+        handles += [
+            layer.input_layernorm.register_forward_hook(on_output(p + "input_norm")),
+            attn.register_forward_pre_hook(enter),
+            attn.q_proj.register_forward_hook(on_output(p + "attn.q", _split(n_heads))),
+            attn.k_proj.register_forward_hook(on_output(p + "attn.k", _split(n_kv))),
+            attn.v_proj.register_forward_hook(on_output(p + "attn.v", _split(n_kv))),
+            attn.o_proj.register_forward_pre_hook(on_input(p + "attn.context")),
+            attn.register_forward_hook(on_output(p + "attn.probs", lambda out: _attention_weights(out))),
+            attn.o_proj.register_forward_hook(on_output(p + "attn.out")),
+            layer.post_attention_layernorm.register_forward_pre_hook(on_input(p + "attn_residual")),
+            layer.post_attention_layernorm.register_forward_hook(on_output(p + "post_norm")),
+            layer.mlp.up_proj.register_forward_hook(on_output(p + "mlp.up")),
+            layer.mlp.act_fn.register_forward_hook(on_output(p + "mlp.act")),
+            layer.mlp.down_proj.register_forward_hook(on_output(p + "mlp.out")),
+            layer.register_forward_hook(on_output(p + "out", first)),
+        ]
+    handles.append(backbone.norm.register_forward_hook(on_output("final_norm")))
+    if getattr(torch_model, "lm_head", None) is not None:
+        handles.append(torch_model.lm_head.register_forward_hook(on_output("logits")))
+
+    original_rope = modeling.apply_rotary_pos_emb
+
+    def recording_rope(q, k, cos, sin, *args, **kwargs):
+        q_rope, k_rope = original_rope(q, k, cos, sin, *args, **kwargs)
+        p, module = f"layers.{state['layer']}.attn.", state["module"]
+        put(p + "q_rope", q_rope)
+        put(p + "k_rope", k_rope)
+        if t.wants(p + "scores"):
+            keys = modeling.repeat_kv(k_rope, module.num_key_value_groups)
+            put(p + "scores", torch.matmul(q_rope, keys.transpose(2, 3)) * module.scaling)
+        return q_rope, k_rope
+
+    kwargs = {"input_ids": _torch_long(input_ids), "use_cache": False, "output_attentions": True}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = _torch_long(attention_mask)
+    if position_ids is not None:
+        kwargs["position_ids"] = _torch_long(position_ids)
+    modeling.apply_rotary_pos_emb = recording_rope
+    try:
+        with torch.no_grad():
+            torch_model(**kwargs)
+    finally:
+        modeling.apply_rotary_pos_emb = original_rope
+        for handle in handles:
+            handle.remove()
+    t.inputs = {k: as_numpy(v) for k, v in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                                            ("position_ids", position_ids)) if v is not None}
+    dtype = str(next(torch_model.parameters()).dtype).replace("torch.", "")
+    t.meta = {"producer": "transformers", "model": type(torch_model).__name__, "dtype": dtype, "device": "cpu",
+              "config": torch_model.config.to_dict(), "versions": versions(), "patterns": describe_patterns(patterns),
+              "attn_implementation": "eager"}
+    return t
+
+
+def _split(count):
+    def transform(out):  # [B, T, count*hd] -> [B, count, T, hd]
+        return out.view(*out.shape[:-1], count, -1).transpose(1, 2)
+    return transform
+
+
+def _attention_weights(out):
+    weights = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
+    if weights is None:
+        raise ValueError("the attention module returned no weights: load the model with attn_implementation='eager'.")
+    return weights
+
+
+def _torch_long(x):
+    import torch
+
+    return torch.as_tensor(np.asarray(as_numpy(x)), dtype=torch.long)
+
+
+def compare_with_transformers(model, torch_model, input_ids, attention_mask=None, position_ids=None, patterns="*",
+                              tolerance=None, lifted: bool = False) -> Report:
+    """Trace arcee_np ``model`` and transformers ``torch_model`` (same weights, eager) on the same inputs and
+    compare them, transformers as the reference. ``lifted=True`` when the torch model runs with its float32
+    casts lifted (tests/torch_reference.py), which selects the float64 1e-9 row instead of 1e-6."""
+    ours = trace_model(model, input_ids, patterns, attention_mask=attention_mask, position_ids=position_ids)
+    theirs = transformers_trace(torch_model, input_ids, attention_mask, position_ids, patterns)
+    theirs.meta["lifted"] = lifted
+    return compare_traces(ours, theirs, tolerance, reference_label="transformers", candidate_label="arcee_np")
+
+
+def load_transformers_model(path, dtype: str = "float32"):
+    """transformers' ArceeForCausalLM from a checkpoint folder, in ``dtype``, with eager attention."""
+    import torch
+    import transformers
+
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}[dtype]
+    try:
+        return transformers.ArceeForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="eager")
+    except TypeError:  # transformers 4.x names it torch_dtype
+        return transformers.ArceeForCausalLM.from_pretrained(path, torch_dtype=torch_dtype,
+                                                             attn_implementation="eager")
