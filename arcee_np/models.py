@@ -7,6 +7,7 @@ pure function of the weights and the inputs, except the KV cache the caller pass
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
@@ -18,7 +19,8 @@ from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, l
                      token_classification_loss)
 from .cache import KVCache
 from .checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
-from .config import ArceeConfig
+from .config import ArceeConfig, ConfigError
+from .generation import generate_tokens, resolve_settings
 from .inputs import check_inputs
 from .model import backbone
 from .outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
@@ -152,6 +154,24 @@ class ArceeModel(ArceePreTrainedModel):
         return BaseModelOutputWithPast(out.last_hidden_state, cache, out.hidden_states, out.attentions)
 
 
+GENERATION_CONFIG_NAME = "generation_config.json"
+
+
+def read_generation_config(path) -> dict:
+    """A checkpoint folder's generation_config.json as a dict; {} when the folder has none."""
+    file = os.path.join(os.fspath(path), GENERATION_CONFIG_NAME)
+    if not os.path.isfile(file):
+        return {}
+    try:
+        with open(file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{file} is not valid JSON ({err}); fix or delete it.") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file} must hold a JSON object of generation settings; fix or delete it.")
+    return data
+
+
 class ArceeForCausalLM(ArceePreTrainedModel):
     """The decoder with its language-model head (transformers' ArceeForCausalLM)."""
 
@@ -193,6 +213,67 @@ class ArceeForCausalLM(ArceePreTrainedModel):
                 raise ValueError("labels need the logits of every position: leave logits_to_keep at 0.")
             loss = causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(loss, logits, cache, out.hidden_states, out.attentions)
+
+    # ------------------------------------------------------------------ generation
+    @property
+    def generation_config(self) -> dict:
+        """The checkpoint's generation_config.json as a dict ({} when it has none): generate's defaults."""
+        return self.__dict__.setdefault("_generation_config", {})
+
+    @generation_config.setter
+    def generation_config(self, value: dict | None) -> None:
+        self.__dict__["_generation_config"] = dict(value or {})
+
+    @classmethod
+    def from_pretrained(cls, path, dtype="float32", device="cpu"):
+        """As ArceePreTrainedModel.from_pretrained, and reads generation_config.json (when present) into
+        ``model.generation_config``."""
+        model = super().from_pretrained(path, dtype=dtype, device=device)
+        model.generation_config = read_generation_config(path)
+        return model
+
+    def save_pretrained(self, path, max_shard_size=None):
+        """As ArceePreTrainedModel.save_pretrained, plus generation_config.json when the model has one."""
+        super().save_pretrained(path, max_shard_size=max_shard_size)
+        if self.generation_config:
+            with open(os.path.join(path, GENERATION_CONFIG_NAME), "w", encoding="utf-8") as fh:
+                json.dump(self.generation_config, fh, indent=2, sort_keys=True)
+                fh.write("\n")
+
+    def _generation_step(self, input_ids, attention_mask, position_ids, cache):
+        """generate's step: the logits [B, V] of the last position, appending to ``cache``."""
+        out = self(input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+    def generate(self, input_ids, attention_mask=None, max_new_tokens=None, max_length=None, min_new_tokens=None,
+                 do_sample=None, temperature=None, top_k=None, top_p=None, repetition_penalty=None,
+                 eos_token_id=None, pad_token_id=None, seed=None, streamer=None) -> np.ndarray:
+        """Greedy decoding or sampling as transformers' ``generate``; returns prompt + new tokens [B, T + n]
+        (a NumPy int64 array; n <= max_new_tokens, fewer when every row has emitted eos).
+
+        input_ids: [B, T] (left-pad batches, with their attention_mask [B, T]). Every knob left at None takes
+        the value in ``self.generation_config`` (generation_config.json), else transformers' default:
+        max_new_tokens (max_length counts the prompt too; with neither, 20 new tokens), min_new_tokens 0,
+        do_sample False, temperature 1.0, top_k 50 (0 = off), top_p 1.0, repetition_penalty 1.0, eos/pad ids
+        from the model config (pad None -> the first eos). ``seed`` makes sampling reproducible. ``streamer``:
+        ``put(token_ids)`` / ``end()`` as transformers' streamers (e.g. arcee_np.tokenizer.TextStreamer).
+        Uses a KV cache preallocated to the final length and computes only the last position's logits.
+        """
+        ids = np.asarray(to_numpy(input_ids))
+        if ids.ndim == 1:
+            raise ValueError(f"input_ids must be 2-D [batch, seq], got shape {ids.shape}; add the batch axis: "
+                             f"input_ids[None, :].")
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be 2-D [batch, seq] with at least one token, got shape {ids.shape}.")
+        settings = resolve_settings(
+            ids.shape[1], self.config.vocab_size, self.config.max_position_embeddings, self.generation_config,
+            {"eos_token_id": self.config.eos_token_id, "pad_token_id": self.config.pad_token_id},
+            max_new_tokens=max_new_tokens, max_length=max_length, min_new_tokens=min_new_tokens,
+            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed)
+        cache = KVCache(self.config.num_hidden_layers, max_length=settings.max_length)
+        return generate_tokens(self._generation_step, ids, settings, attention_mask, cache, streamer)
 
 
 # ---------------------------------------------------------------------------------------------- other heads
