@@ -12,6 +12,7 @@ import os
 import warnings
 
 import numpy as np
+from array_api_compat import is_cupy_array
 
 from .backend import DTYPES, device_of, namespace_for_device, resolve_dtype, to_device, to_numpy
 from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, lm_head, pool_positions,
@@ -97,8 +98,9 @@ class ArceePreTrainedModel:
         return cls(config, backbone_params, head_params, dtype=dtype, device=device)
 
     def _to_backend(self, array):
-        if not isinstance(array, np.ndarray) and device_of(self.xp) == "cuda" and hasattr(array, "__dlpack__"):
-            return to_device(array, self.xp, self._dtype)  # already on the GPU (CuPy, torch): cast there
+        if device_of(self.xp) == "cuda" and (is_cupy_array(array) or (not isinstance(array, np.ndarray)
+                                                                     and hasattr(array, "__dlpack__"))):
+            return to_device(array, self.xp, self._dtype)  # CuPy, torch CUDA ...: cast on the GPU, no host trip
         return to_device(np.asarray(to_numpy(array)).astype(self.dtype, copy=False), self.xp)
 
     # ------------------------------------------------------------------ state dict and saving
