@@ -495,7 +495,7 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
             put(p + "scores", torch.matmul(q_rope, keys.transpose(2, 3)) * module.scaling)
         return q_rope, k_rope
 
-    kwargs = {"input_ids": _torch_long(input_ids), "use_cache": False, "output_attentions": True}
+    kwargs = {"input_ids": _torch_long(input_ids), "use_cache": False}  # eager returns the weights anyway
     if attention_mask is not None:
         kwargs["attention_mask"] = _torch_long(attention_mask)
     if position_ids is not None:
@@ -533,7 +533,7 @@ def _attention_weights(out):
 def _torch_long(x):
     import torch
 
-    return torch.as_tensor(np.asarray(as_numpy(x)), dtype=torch.long)
+    return torch.tensor(np.array(as_numpy(x), dtype=np.int64))
 
 
 def compare_with_transformers(model, torch_model, input_ids, attention_mask=None, position_ids=None, patterns="*",
@@ -553,6 +553,7 @@ def load_transformers_model(path, dtype: str = "float32"):
     import transformers
 
     torch_dtype = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}[dtype]
+    transformers.utils.logging.disable_progress_bar()
     try:
         return transformers.ArceeForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="eager")
     except TypeError:  # transformers 4.x names it torch_dtype

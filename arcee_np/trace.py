@@ -172,7 +172,7 @@ def trace(patterns="*", *, to_host=False, stop_after=None, stop_on_nonfinite=Fal
         if stop.trace is not t:
             raise
     finally:
-        _active.remove(t)
+        del _active[next(i for i, active in enumerate(_active) if active is t)]  # by identity: a Trace is a dict
 
 
 def detect_nonfinite():

@@ -1,0 +1,196 @@
+"""The ``arcee-np trace`` and ``arcee-np compare`` commands (registered by cli.py via add_debug_commands).
+
+``arcee-np trace MODEL_DIR --ids "1 7 3" --out t.safetensors`` runs a model once and dumps its trace.
+``arcee-np compare REFERENCE CANDIDATE`` compares two trace files; ``arcee-np compare TRACE --against
+transformers`` reruns transformers (eager) on the trace's inputs and compares the trace with it. Both
+print a table; compare exits 1 on any divergence (or when nothing could be compared), so it can gate CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
+
+
+def add_debug_commands(subparsers) -> None:
+    """Add ``trace`` and ``compare`` to an argparse subparsers object; each sets ``func(args) -> exit code``."""
+    p = subparsers.add_parser("trace", help="run a model on a prompt or token ids and dump its named intermediates",
+                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("model", help="checkpoint folder (config.json + safetensors)")
+    _add_input_arguments(p)
+    p.add_argument("--out", default="trace.safetensors", help="trace file to write (default: %(default)s)")
+    p.add_argument("--pattern", action="append", help="record only names matching this glob (repeatable; default: all)")
+    p.add_argument("--layers-only", action="store_true", help="record embed, layers.{i}.out, final_norm, logits only")
+    p.add_argument("--stop-after", metavar="NAME", help="stop the forward after this name (a glob)")
+    p.add_argument("--stop-on-nonfinite", action="store_true",
+                   help="stop at the first tensor holding NaN/Inf, name it and exit 1 (the partial trace is written)")
+    p.set_defaults(func=run_trace)
+
+    c = subparsers.add_parser("compare", help="compare traces (or a model) with another trace or live transformers",
+                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+    c.add_argument("traces", nargs="*", metavar="TRACE",
+                   help="REFERENCE CANDIDATE trace files; with --against transformers one candidate trace (or none "
+                        "with --model and --ids/--prompt)")
+    c.add_argument("--against", choices=["transformers"], help="rerun transformers on the same inputs as the reference")
+    c.add_argument("--model", help="checkpoint folder for --against (default: the trace's model_path)")
+    _add_input_arguments(c)
+    c.add_argument("--pattern", action="append", help="compare only names matching this glob (repeatable)")
+    c.add_argument("--tolerance", help="a row of arcee_np.compare.TOLERANCES (default: by the reference's dtype)")
+    c.add_argument("--atol", type=float, help="absolute tolerance (with --rtol; overrides --tolerance)")
+    c.add_argument("--rtol", type=float, default=0.0, help="relative tolerance with --atol (default 0)")
+    c.add_argument("--failures-only", action="store_true", help="list only the diverging tensors")
+    c.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    c.set_defaults(func=run_compare)
+
+
+def _add_input_arguments(p) -> None:
+    p.add_argument("--prompt", help="text, tokenized with the model folder's tokenizer.json")
+    p.add_argument("--ids", help='token ids: inline ("1 7 3" or "1,7,3") or a file of them (JSON list or text; '
+                                 "one row per line for a batch)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float64", "float16"], help="default: float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or array_api_strict (default: cpu)")
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def parse_ids(text: str) -> np.ndarray:
+    """Token ids from inline text or a file: JSON (a list or list of lists) or whitespace/comma separated,
+    one row per line. Returns [B, T] int64."""
+    if os.path.isfile(text):
+        with open(text, encoding="utf-8") as fh:
+            text = fh.read()
+    text = text.strip()
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError:
+        rows = [[int(tok) for tok in line.replace(",", " ").split()] for line in text.splitlines() if line.strip()]
+    ids = np.asarray(rows, dtype=np.int64)
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"--ids must hold one or more equal-length rows of token ids, got shape {ids.shape}.")
+    return ids
+
+
+def _input_ids(args, model_path) -> np.ndarray:
+    if (args.prompt is None) == (args.ids is None):
+        raise ValueError("give exactly one of --prompt TEXT or --ids IDS.")
+    if args.ids is not None:
+        return parse_ids(args.ids)
+    tokenizer_file = os.path.join(model_path, "tokenizer.json")
+    if not os.path.isfile(tokenizer_file):
+        raise ValueError(f"--prompt needs {tokenizer_file}; pass --ids instead.")
+    from tokenizers import Tokenizer
+
+    return np.asarray([Tokenizer.from_file(tokenizer_file).encode(args.prompt).ids], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------- trace
+def run_trace(args) -> int:
+    from .models import ArceeForCausalLM
+    from .trace import LAYER_LEVEL, NonFiniteError
+    from .tracefile import save_trace, trace_model
+
+    model = ArceeForCausalLM.from_pretrained(args.model, dtype=args.dtype or "float32", device=args.device)
+    ids = _input_ids(args, args.model)
+    patterns = LAYER_LEVEL if args.layers_only else (args.pattern or "*")
+    try:
+        t = trace_model(model, ids, patterns, stop_after=args.stop_after, stop_on_nonfinite=args.stop_on_nonfinite,
+                        model_path=os.path.abspath(args.model))
+    except NonFiniteError as err:
+        partial = err.trace
+        partial.meta = {"producer": "arcee_np", "nonfinite_at": err.name, "model_path": os.path.abspath(args.model)}
+        partial.inputs = {"input_ids": ids}
+        save_trace(partial, args.out)
+        print(f"error: {err}\n(partial trace with {len(partial)} tensors written to {args.out})", file=sys.stderr)
+        return EXIT_DIVERGED
+    save_trace(t, args.out)
+    print(_summary_table(t))
+    stop = f", stopped after {t.stopped_at}" if t.stopped_at else ""
+    print(f"{len(t)} tensors ({model.dtype}, {model.device}{stop}) written to {args.out}")
+    return EXIT_OK
+
+
+def _summary_table(t) -> str:
+    from .tracefile import as_numpy
+
+    lines = [f"{'name':<28} {'shape':<20} {'dtype':<8} {'max |x|':>10}"]
+    for name, value in t.items():
+        a = as_numpy(value)
+        largest = float(np.max(np.abs(a.astype(np.float64)))) if a.size else 0.0
+        lines.append(f"{name:<28} {'x'.join(map(str, a.shape)):<20} {str(a.dtype):<8} {largest:>10.3e}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- compare
+def run_compare(args) -> int:
+    from .compare import compare_traces, load_transformers_model, transformers_trace
+    from .tracefile import load_trace
+
+    tolerance = (args.atol, args.rtol) if args.atol is not None else args.tolerance
+    if args.against is None:
+        if len(args.traces) != 2:
+            raise ValueError("compare needs REFERENCE CANDIDATE trace files (or one trace with --against transformers).")
+        reference, candidate = (load_trace(path) for path in args.traces)
+        labels = args.traces
+    else:
+        if len(args.traces) > 1:
+            raise ValueError("with --against transformers give one trace (the candidate) or none.")
+        candidate = load_trace(args.traces[0]) if args.traces else None
+        model_path = args.model or (candidate.meta.get("model_path") if candidate is not None else None)
+        if model_path is None:
+            raise ValueError("--against transformers needs --model MODEL_DIR (the trace names no model_path).")
+        if candidate is None:
+            from .models import ArceeForCausalLM
+            from .tracefile import trace_model
+
+            model = ArceeForCausalLM.from_pretrained(model_path, dtype=args.dtype or "float32", device=args.device)
+            candidate = trace_model(model, _input_ids(args, model_path), args.pattern or "*")
+        inputs = candidate.inputs
+        if "input_ids" not in inputs:
+            raise ValueError("the trace holds no input_ids to rerun transformers on; write it with `arcee-np trace`.")
+        dtype = args.dtype or candidate.meta.get("dtype") or "float32"
+        try:
+            torch_model = load_transformers_model(model_path, dtype)
+        except ImportError as err:
+            raise ValueError(f"--against transformers needs torch and transformers installed ({err}).") from err
+        reference = transformers_trace(torch_model, inputs["input_ids"], inputs.get("attention_mask"),
+                                       inputs.get("position_ids"), args.pattern or "*")
+        labels = ["transformers", args.traces[0] if args.traces else "arcee_np"]
+    report = compare_traces(candidate, reference, tolerance, names=args.pattern, reference_label=labels[0],
+                            candidate_label=labels[1])
+    print(f"reference: {labels[0]}\ncandidate: {labels[1]}")
+    print(report.table(failures_only=args.failures_only))
+    for note in report.notes:
+        print(note)
+    print(report.summary())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(report.to_dict(), fh, indent=1)
+    return EXIT_OK if report.ok else EXIT_DIVERGED
+
+
+# ----------------------------------------------------------------------------------------------- standalone
+def main(argv=None) -> int:
+    """``python -m arcee_np.debug_cli {trace,compare} ...``: the two commands without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="arcee-np")
+    add_debug_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return dispatch(args, parser)
+
+
+def dispatch(args, parser) -> int:
+    """Run ``args.func``; errors of the user's making end in one line and exit status 2."""
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        parser.exit(EXIT_USAGE, f"arcee-np {args.command}: error: {err}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
