@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .trace import LAYER_STAGES, Trace, name_order_key, split_name
+from .trace import Trace, name_order_key, split_name
 from .tracefile import as_numpy, describe_patterns, trace_model, versions
 
 
@@ -132,12 +132,10 @@ def compare_arrays(actual, expected, tolerance: Tolerance, name: str = "tensor",
         diff = np.where(same, 0.0, np.abs(a - b))
     nonfinite = int(np.sum(~np.isfinite(a) & np.isfinite(b)))
     diff = np.where(np.isnan(diff), np.inf, diff)
+    finite_ref = np.where(np.isfinite(b), np.abs(b), 0.0)
     keep = _valid_mask(name, b.shape, valid)
     if keep is not None:
-        diff = np.where(keep, diff, 0.0)
-    finite_ref = np.where(np.isfinite(b), np.abs(b), 0.0)
-    if keep is not None:
-        finite_ref = np.where(keep, finite_ref, 0.0)
+        diff, finite_ref = np.where(keep, diff, 0.0), np.where(keep, finite_ref, 0.0)
     bad = diff > tolerance.atol + tolerance.rtol * finite_ref
     max_abs = float(diff.max()) if diff.size else 0.0
     max_ref = float(finite_ref.max()) if diff.size else 0.0
@@ -178,11 +176,8 @@ def _localize(row: Row, bad) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- whole traces
-def _prev_hidden(layer: int) -> str:
-    return "embed" if layer == 0 else f"layers.{layer - 1}.out"
-
-
 # stage -> (label, the stages it is computed from ("{prev}": the layer's input), the likely culprit)
+_ROPE = "RoPE layout/frequencies (rotate-half vs interleaved? theta? YaRN? position_ids?)"
 _RMSNORM = "RMSNorm (eps? normalise in float32 and cast back before the weight multiply; weight, not 1 + weight)"
 _STAGES = {
     "embed": ("the embeddings", (), "the embedding lookup (embedding matrix, token ids, or inputs_embeds)"),
@@ -191,10 +186,8 @@ _STAGES = {
                                      "[B, H, T, hd])"),
     "attn.k": ("k", ("input_norm",), "k_proj weight/bias or the head split ([B, T, KV*hd] -> [B, KV, T, hd])"),
     "attn.v": ("v", ("input_norm",), "v_proj weight/bias or the head split ([B, T, KV*hd] -> [B, KV, T, hd])"),
-    "attn.q_rope": ("q after RoPE", ("attn.q",),
-                    "RoPE layout/frequencies (rotate-half vs interleaved? theta? YaRN? position_ids?)"),
-    "attn.k_rope": ("k after RoPE", ("attn.k",),
-                    "RoPE layout/frequencies (rotate-half vs interleaved? theta? YaRN? position_ids?)"),
+    "attn.q_rope": ("q after RoPE", ("attn.q",), _ROPE),
+    "attn.k_rope": ("k after RoPE", ("attn.k",), _ROPE),
     "attn.scores": ("the attention scores", ("attn.q_rope", "attn.k_rope"),
                     "q k^T * head_dim**-0.5 (scaling?) or the GQA head mapping (query head n reads KV head "
                     "n // n_rep)"),
@@ -214,7 +207,6 @@ _STAGES = {
     "final_norm": ("the final RMSNorm output", ("{last}",), _RMSNORM),
     "logits": ("the logits", ("final_norm",), "lm_head (its own weight or tied to embed_tokens? logits_to_keep?)"),
 }
-assert set(_STAGES) == set(LAYER_STAGES) | {"embed", "final_norm", "logits"}
 
 
 def _inputs_of(name: str, num_layers: int) -> list[str]:
@@ -224,7 +216,7 @@ def _inputs_of(name: str, num_layers: int) -> list[str]:
     out = []
     for source in _STAGES[stage][1]:
         if source == "{prev}":
-            out.append(_prev_hidden(layer))
+            out.append("embed" if layer == 0 else f"layers.{layer - 1}.out")
         elif source == "{last}":
             out.append(f"layers.{num_layers - 1}.out")
         else:
@@ -265,25 +257,28 @@ def explain(first: Row, rows: dict[str, Row], num_layers: int, tolerance: Tolera
     """The one-line diagnosis of the first divergence, from its own numbers and its inputs'."""
     head = f"first divergence at {first.name} ({first.describe()}"
     if first.status == "SHAPE":
-        return head + f", tol {tolerance}) -> a layout difference: see docs/trace.md for the shape arcee_np records under this name"
+        return head + f", tol {tolerance}) -> a layout difference: docs/trace.md gives the shape of every name"
     stage = split_name(first.name)[1]
     suspect = _STAGES[stage][2] if stage in _STAGES else "the step that computes this tensor"
-    sources = [rows[n] for n in _inputs_of(first.name, num_layers) if n in rows and rows[n].status == "ok"]
-    missing = [n for n in _inputs_of(first.name, num_layers) if n not in rows or rows[n].status != "ok"]
+    inputs = _inputs_of(first.name, num_layers)
+    sources = [rows[n] for n in inputs if n in rows and rows[n].status == "ok"]
+    missing = [n for n in inputs if n not in rows or rows[n].status != "ok"]
+    differ = f"{_label(first.name)} {_verb(first.name, 'differ')}"
     if first.nonfinite:
         why = f"{_label(first.name)} {_verb(first.name, 'hold')} NaN/Inf where the reference is finite"
-    elif sources and not missing:
+    elif inputs and not missing:
         agree = " and ".join(f"{_label(s.name)} ({s.name}, max abs {s.max_abs:.1g})" for s in sources)
-        plural = len(sources) > 1 or _plural(sources[0].name)
-        why = f"{_label(first.name)} {_verb(first.name, 'differ')} while {agree} agree{'' if plural else 's'}"
-    elif _inputs_of(first.name, num_layers):
-        compared = [r for r in rows.values() if r.status == "ok" and name_order_key(r.name) < name_order_key(first.name)]
-        last = max(compared, key=lambda r: name_order_key(r.name)).name if compared else None
-        why = (f"{_label(first.name)} {_verb(first.name, 'differ')}; its inputs ({', '.join(missing)}) were not compared"
-               + (f" and the last agreeing tensor is {last}, so the cause lies between the two (trace "
-                  f"finer names to pinpoint it)" if last else ""))
+        why = f"{differ} while {agree} agree{'' if len(sources) > 1 or _plural(sources[0].name) else 's'}"
+    elif inputs:
+        before = name_order_key(first.name)
+        last = max((r.name for r in rows.values() if r.status == "ok" and name_order_key(r.name) < before),
+                   key=name_order_key, default=None)
+        why = f"{differ}; its inputs ({', '.join(missing)}) were not compared"
+        if last:
+            why += (f" and the last agreeing tensor is {last}, so the cause lies between the two (trace finer names "
+                    f"to pinpoint it)")
     else:
-        why = f"{_label(first.name)} {_verb(first.name, 'differ')}"
+        why = differ
     details = []
     overflow = _float16_overflow(first, sources)
     if overflow:

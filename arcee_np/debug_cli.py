@@ -135,7 +135,7 @@ def run_compare(args) -> int:
     tolerance = (args.atol, args.rtol) if args.atol is not None else args.tolerance
     if args.against is None:
         if len(args.traces) != 2:
-            raise ValueError("compare needs REFERENCE CANDIDATE trace files (or one trace with --against transformers).")
+            raise ValueError("compare needs REFERENCE CANDIDATE trace files, or one trace with --against transformers.")
         reference, candidate = (load_trace(path) for path in args.traces)
         labels = args.traces
     else:

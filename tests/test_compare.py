@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from arcee_np.compare import TOLERANCES, Tolerance, compare_arrays, compare_traces, tolerance_for
+from arcee_np.compare import _STAGES, TOLERANCES, Tolerance, compare_arrays, compare_traces, tolerance_for
 from arcee_np.debug_cli import main, parse_ids
-from arcee_np.trace import LAYER_LEVEL, Trace
+from arcee_np.trace import LAYER_LEVEL, LAYER_STAGES, Trace
 from arcee_np.tracefile import load_trace, save_trace, trace_model
 from conftest import random_model
 
@@ -86,6 +86,10 @@ def test_first_divergence_names_the_tensor_and_clears_its_inputs(reference):
     assert "v differs while the input RMSNorm output (layers.1.input_norm, max abs 0) agrees" in report.explanation
     assert "v_proj" in report.explanation
     assert "<-- first divergence" in report.table().splitlines()[list(reference).index("layers.1.attn.v") + 1]
+
+
+def test_every_stage_has_an_explanation():
+    assert set(_STAGES) == set(LAYER_STAGES) | {"embed", "final_norm", "logits"}
 
 
 def test_explanations_follow_the_failing_stage(reference):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from arcee_np import ArceeForCausalLM, CheckpointError, trace
+from arcee_np import CheckpointError, trace
 from arcee_np.trace import (LAYER_LEVEL, NonFiniteError, Trace, _active, detect_nonfinite, record, tap,
                             trace_names)
 from arcee_np.tracefile import load_trace, save_trace, trace_model
