@@ -13,6 +13,7 @@ from .checkpoint import CheckpointError
 from .models import (ArceeForCausalLM, ArceeForQuestionAnswering, ArceeForSequenceClassification,
                      ArceeForTokenClassification, ArceeModel, ArceePreTrainedModel)
 from .outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput
+from .shipped import default_model_path
 from .trace import trace
 
 __version__ = "0.1.0"
@@ -20,4 +21,4 @@ __version__ = "0.1.0"
 __all__ = ["ArceeConfig", "ArceeForCausalLM", "ArceeForQuestionAnswering", "ArceeForSequenceClassification",
            "ArceeForTokenClassification", "ArceeModel", "ArceePreTrainedModel", "CheckpointError", "ConfigError",
            "KVCache", "QuestionAnsweringModelOutput", "SequenceClassifierOutputWithPast", "TokenClassifierOutput",
-           "trace", "__version__"]
+           "default_model_path", "trace", "__version__"]
