@@ -1,14 +1,16 @@
 """The ``arcee-np trace`` and ``arcee-np compare`` commands (registered by cli.py via add_debug_commands).
 
-``arcee-np trace MODEL_DIR --ids "1 7 3" --out t.safetensors`` runs a model once and dumps its trace.
+``arcee-np trace --model DIR --ids "1 7 3" --out t.safetensors`` runs a model once and dumps its trace.
 ``arcee-np compare REFERENCE CANDIDATE`` compares two trace files; ``arcee-np compare TRACE --against
 transformers`` reruns transformers (eager) on the trace's inputs and compares the trace with it. Both
-print a table; compare exits 1 on any divergence (or when nothing could be compared), so it can gate CI.
+print a table; compare exits 1 on any divergence (or when nothing could be compared) and 2 when it cannot
+run as asked (a missing file, a bad flag), so it can gate CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -22,7 +24,6 @@ def add_debug_commands(subparsers) -> None:
     """Add ``trace`` and ``compare`` to an argparse subparsers object; each sets ``func(args) -> exit code``."""
     p = subparsers.add_parser("trace", help="run a model on a prompt or token ids and dump its named intermediates",
                               description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("model", help="checkpoint folder (config.json + safetensors)")
     _add_input_arguments(p)
     p.add_argument("--out", default="trace.safetensors", help="trace file to write (default: %(default)s)")
     p.add_argument("--pattern", action="append", help="record only names matching this glob (repeatable; default: all)")
@@ -38,7 +39,6 @@ def add_debug_commands(subparsers) -> None:
                    help="REFERENCE CANDIDATE trace files; with --against transformers one candidate trace (or none "
                         "with --model and --ids/--prompt)")
     c.add_argument("--against", choices=["transformers"], help="rerun transformers on the same inputs as the reference")
-    c.add_argument("--model", help="checkpoint folder for --against (default: the trace's model_path)")
     _add_input_arguments(c)
     c.add_argument("--pattern", action="append", help="compare only names matching this glob (repeatable)")
     c.add_argument("--tolerance", help="a row of arcee_np.compare.TOLERANCES (default: by the reference's dtype)")
@@ -50,6 +50,8 @@ def add_debug_commands(subparsers) -> None:
 
 
 def _add_input_arguments(p) -> None:
+    p.add_argument("--model", metavar="PATH", help="checkpoint folder (config.json + safetensors); compare "
+                   "--against defaults to the trace's model_path")
     p.add_argument("--prompt", help="text, tokenized with the model folder's tokenizer.json")
     p.add_argument("--ids", help='token ids: inline ("1 7 3" or "1,7,3") or a file of them (JSON list or text; '
                                  "one row per line for a batch)")
@@ -90,12 +92,27 @@ def _input_ids(args, model_path) -> np.ndarray:
     return np.asarray([Tokenizer.from_file(tokenizer_file).encode(args.prompt).ids], dtype=np.int64)
 
 
+def _usage_errors(command):
+    """Report what the user can fix (a missing file, bad ids, a corrupt trace) in one line, exit status 2."""
+    @functools.wraps(command)
+    def run(args) -> int:
+        try:
+            return command(args)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"arcee-np {args.command}: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    return run
+
+
 # ----------------------------------------------------------------------------------------------- trace
+@_usage_errors
 def run_trace(args) -> int:
     from .models import ArceeForCausalLM
     from .trace import LAYER_LEVEL, NonFiniteError
     from .tracefile import save_trace, trace_model
 
+    if args.model is None:
+        raise ValueError("give the checkpoint folder to trace: --model PATH.")
     model = ArceeForCausalLM.from_pretrained(args.model, dtype=args.dtype or "float32", device=args.device)
     ids = _input_ids(args, args.model)
     patterns = LAYER_LEVEL if args.layers_only else (args.pattern or "*")
@@ -128,6 +145,7 @@ def _summary_table(t) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- compare
+@_usage_errors
 def run_compare(args) -> int:
     from .compare import compare_traces, load_transformers_model, transformers_trace
     from .tracefile import load_trace
@@ -181,15 +199,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="arcee-np")
     add_debug_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return dispatch(args, parser)
-
-
-def dispatch(args, parser) -> int:
-    """Run ``args.func``; errors of the user's making end in one line and exit status 2."""
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        parser.exit(EXIT_USAGE, f"arcee-np {args.command}: error: {err}\n")
+    return args.func(args)
 
 
 if __name__ == "__main__":

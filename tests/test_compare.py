@@ -155,7 +155,7 @@ def checkpoint(tmp_path_factory):
 
 def test_cli_trace_and_compare(tmp_path, checkpoint, capsys):
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    assert main(["trace", str(checkpoint), "--ids", "3 14 15 9", "--out", str(a)]) == 0
+    assert main(["trace", "--model", str(checkpoint), "--ids", "3 14 15 9", "--out", str(a)]) == 0
     assert "35 tensors (float32, cpu) written" in capsys.readouterr().out
     t = load_trace(a)
     assert t.inputs["input_ids"].tolist() == [[3, 14, 15, 9]] and t.meta["model_path"] == str(checkpoint)
@@ -176,25 +176,29 @@ def test_cli_trace_and_compare(tmp_path, checkpoint, capsys):
 
 def test_cli_layers_only_stop_after_and_nonfinite(tmp_path, checkpoint, capsys):
     out = tmp_path / "l.safetensors"
-    assert main(["trace", str(checkpoint), "--ids", "[[1, 2], [3, 4]]", "--out", str(out), "--layers-only",
-                 "--stop-after", "layers.0.out"]) == 0
+    assert main(["trace", "--model", str(checkpoint), "--ids", "[[1, 2], [3, 4]]", "--out", str(out),
+                 "--layers-only", "--stop-after", "layers.0.out"]) == 0
     assert list(load_trace(out)) == ["embed", "layers.0.out"]
     hot = random_model(dtype="float16")
     hot.params["layers.0.mlp.up_proj.weight"] = hot.params["layers.0.mlp.up_proj.weight"] * np.float16(2000)
     hot.save_pretrained(tmp_path / "hot")
     with np.errstate(over="ignore", invalid="ignore"):
-        code = main(["trace", str(tmp_path / "hot"), "--ids", "1 2 3", "--dtype", "float16", "--out", str(out),
-                     "--stop-on-nonfinite"])
+        code = main(["trace", "--model", str(tmp_path / "hot"), "--ids", "1 2 3", "--dtype", "float16",
+                     "--out", str(out), "--stop-on-nonfinite"])
     assert code == 1 and "non-finite values in layers.0.mlp.act" in capsys.readouterr().err
     assert list(load_trace(out))[-1] == "layers.0.mlp.up"
 
 
-def test_cli_usage_errors(tmp_path, checkpoint):
+def test_cli_usage_errors(tmp_path, checkpoint, capsys):
+    assert main(["compare", str(tmp_path / "only-one.safetensors")]) == 2
+    assert main(["compare", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]) == 2
+    assert "no trace file at" in capsys.readouterr().err
+    assert main(["trace", "--model", str(checkpoint), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "exactly one of --prompt TEXT or --ids IDS" in capsys.readouterr().err
+    bad_ids = ["trace", "--model", str(checkpoint), "--ids", "1 2 9999", "--out", str(tmp_path / "y.safetensors")]
+    assert main(bad_ids) == 2  # outside the vocabulary
     with pytest.raises(SystemExit) as info:
-        main(["compare", str(tmp_path / "only-one.safetensors")])
-    assert info.value.code == 2
-    with pytest.raises(SystemExit) as info:
-        main(["trace", str(checkpoint), "--out", str(tmp_path / "x.safetensors")])  # neither --ids nor --prompt
+        main(["compare", "--tolerance"])  # argparse's own usage error
     assert info.value.code == 2
     assert parse_ids("1, 2,3").tolist() == [[1, 2, 3]]
     assert parse_ids("1 2\n3 4").tolist() == [[1, 2], [3, 4]]
