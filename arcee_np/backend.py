@@ -108,6 +108,10 @@ def to_numpy(x) -> np.ndarray:
         return x
     if is_cupy_array(x):
         return x.get()
+    if _on_cuda(x):  # a torch CUDA tensor ...: through CuPy, which reads it in place
+        import cupy
+
+        return cupy.from_dlpack(x).get()
     if hasattr(x, "__dlpack__"):
         return np.from_dlpack(x)
     return np.asarray(x)

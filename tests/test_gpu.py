@@ -209,6 +209,9 @@ def test_weights_handed_over_on_the_gpu_are_not_copied():
                                   {k: v for k, v in tensors.items() if not k.startswith("model.")}, device="cuda")
     for name, value in from_torch.params.items():
         assert _on_gpu(value) and value.data.ptr == tensors["model." + name].data_ptr(), name
+    ids = np.arange(3, 15).reshape(2, 6)  # torch CUDA inputs are read through DLPack too
+    logits = from_torch(torch.as_tensor(ids, device="cuda")).logits
+    assert_close(logits, to_numpy(host(ids).logits), "logits", 1e-4, None, "torch CUDA input_ids")
 
 
 # ------------------------------------------------------------------------------------------ cache and generation
