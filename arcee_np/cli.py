@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="generate text from a prompt, streaming it as it comes",
                               description="Generate text from PROMPT (or stdin when it is piped), printing the "
-                              "prompt and each new token as it comes. Defaults come from the model's "
-                              "generation_config.json (the shipped model samples with temperature 0.8, top-k 50, "
-                              "top-p 0.95, repetition penalty 1.1, 100 new tokens).")
+                              "prompt and each new token as it comes. Unset knobs come from the model's "
+                              "generation_config.json ('arcee-np info' lists them), else transformers' defaults. "
+                              "Sampling follows generation_config.json's do_sample; --temperature, --top-k or "
+                              "--top-p turn it on, --greedy turns it off.")
     gen.add_argument("prompt", nargs="?", metavar="PROMPT",
                      help="text to continue (default: stdin when piped, else just the bos token)")
     _add_model_arguments(gen)
@@ -93,12 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     info.set_defaults(func=cmd_info)
 
-    try:
-        from .debug_cli import add_debug_commands
-    except ImportError:  # pragma: no cover - the debugging commands are optional
-        pass
-    else:
-        add_debug_commands(commands)
+    from .debug_cli import add_debug_commands  # trace, compare
+
+    add_debug_commands(commands)
     return parser
 
 

@@ -17,13 +17,17 @@ import sys
 
 import numpy as np
 
+from .backend import DEVICES, DTYPES
+from .compare import TOLERANCES
+
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
 
 
 def add_debug_commands(subparsers) -> None:
     """Add ``trace`` and ``compare`` to an argparse subparsers object; each sets ``func(args) -> exit code``."""
     p = subparsers.add_parser("trace", help="run a model on a prompt or token ids and dump its named intermediates",
-                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+                              description="Run the model once on --prompt or --ids and write every named "
+                              "intermediate (docs/trace.md) with the inputs and metadata to one safetensors file.")
     _add_input_arguments(p)
     p.add_argument("--out", default="trace.safetensors", help="trace file to write (default: %(default)s)")
     p.add_argument("--pattern", action="append", help="record only names matching this glob (repeatable; default: all)")
@@ -34,14 +38,18 @@ def add_debug_commands(subparsers) -> None:
     p.set_defaults(func=run_trace)
 
     c = subparsers.add_parser("compare", help="compare traces (or a model) with another trace or live transformers",
-                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+                              description="Compare REFERENCE and CANDIDATE trace files, or a trace (or --model on "
+                              "--ids) with transformers rerun on the same inputs (--against transformers). Prints "
+                              "every tensor's error and the first divergence with its likely cause; exits 0 when "
+                              "all agree, 1 on a divergence, 2 when it cannot run as asked.")
     c.add_argument("traces", nargs="*", metavar="TRACE",
                    help="REFERENCE CANDIDATE trace files; with --against transformers one candidate trace (or none "
                         "with --model and --ids/--prompt)")
     c.add_argument("--against", choices=["transformers"], help="rerun transformers on the same inputs as the reference")
     _add_input_arguments(c)
     c.add_argument("--pattern", action="append", help="compare only names matching this glob (repeatable)")
-    c.add_argument("--tolerance", help="a row of arcee_np.compare.TOLERANCES (default: by the reference's dtype)")
+    c.add_argument("--tolerance", choices=list(TOLERANCES),
+                   help="a row of arcee_np.compare.TOLERANCES (default: by the reference's dtype)")
     c.add_argument("--atol", type=float, help="absolute tolerance (with --rtol; overrides --tolerance)")
     c.add_argument("--rtol", type=float, default=0.0, help="relative tolerance with --atol (default 0)")
     c.add_argument("--failures-only", action="store_true", help="list only the diverging tensors")
@@ -50,13 +58,13 @@ def add_debug_commands(subparsers) -> None:
 
 
 def _add_input_arguments(p) -> None:
-    p.add_argument("--model", metavar="PATH", help="checkpoint folder (config.json + safetensors); compare "
-                   "--against defaults to the trace's model_path")
-    p.add_argument("--prompt", help="text, tokenized with the model folder's tokenizer.json")
+    p.add_argument("--model", metavar="PATH", help="checkpoint folder (config.json + safetensors); default: the "
+                   "trace's model_path for compare --against, else the shipped Shakespeare model")
+    p.add_argument("--prompt", help="text, encoded with the model's tokenizer as `arcee-np generate` does")
     p.add_argument("--ids", help='token ids: inline ("1 7 3" or "1,7,3") or a file of them (JSON list or text; '
                                  "one row per line for a batch)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float64", "float16"], help="default: float32")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or array_api_strict (default: cpu)")
+    p.add_argument("--dtype", default=None, choices=DTYPES, help="default: float32 (compare: the trace's dtype)")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="default: %(default)s")
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -84,12 +92,20 @@ def _input_ids(args, model_path) -> np.ndarray:
         raise ValueError("give exactly one of --prompt TEXT or --ids IDS.")
     if args.ids is not None:
         return parse_ids(args.ids)
-    tokenizer_file = os.path.join(model_path, "tokenizer.json")
-    if not os.path.isfile(tokenizer_file):
-        raise ValueError(f"--prompt needs {tokenizer_file}; pass --ids instead.")
-    from tokenizers import Tokenizer
+    if not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
+        raise ValueError(f"--prompt needs a tokenizer.json in {model_path}; pass --ids instead.")
+    from .tokenizer import ArceeTokenizer
 
-    return np.asarray([Tokenizer.from_file(tokenizer_file).encode(args.prompt).ids], dtype=np.int64)
+    return np.asarray([ArceeTokenizer.from_pretrained(model_path).encode(args.prompt)], dtype=np.int64)
+
+
+def _model_path(args, default=None) -> str:
+    """--model, else ``default``, else the shipped Shakespeare model."""
+    if args.model is not None or default is not None:
+        return args.model or default
+    from .shipped import default_model_path
+
+    return default_model_path()
 
 
 def _usage_errors(command):
@@ -111,17 +127,17 @@ def run_trace(args) -> int:
     from .trace import LAYER_LEVEL, NonFiniteError
     from .tracefile import save_trace, trace_model
 
-    if args.model is None:
-        raise ValueError("give the checkpoint folder to trace: --model PATH.")
-    model = ArceeForCausalLM.from_pretrained(args.model, dtype=args.dtype or "float32", device=args.device)
-    ids = _input_ids(args, args.model)
+    path = _model_path(args)
+    model = ArceeForCausalLM.from_pretrained(path, dtype=args.dtype or "float32", device=args.device)
+    ids = _input_ids(args, path)
     patterns = LAYER_LEVEL if args.layers_only else (args.pattern or "*")
     try:
         t = trace_model(model, ids, patterns, stop_after=args.stop_after, stop_on_nonfinite=args.stop_on_nonfinite,
-                        model_path=os.path.abspath(args.model))
+                        model_path=os.path.abspath(path))
     except NonFiniteError as err:
         partial = err.trace
-        partial.meta = {"producer": "arcee_np", "nonfinite_at": err.name, "model_path": os.path.abspath(args.model)}
+        partial.meta = {"producer": "arcee_np", "nonfinite_at": err.name, "model_path": os.path.abspath(path),
+                        "dtype": model.dtype}
         partial.inputs = {"input_ids": ids}
         save_trace(partial, args.out)
         print(f"error: {err}\n(partial trace with {len(partial)} tensors written to {args.out})", file=sys.stderr)
@@ -159,14 +175,16 @@ def run_compare(args) -> int:
     else:
         if len(args.traces) > 1:
             raise ValueError("with --against transformers give one trace (the candidate) or none.")
-        candidate = load_trace(args.traces[0]) if args.traces else None
-        model_path = args.model or (candidate.meta.get("model_path") if candidate is not None else None)
-        if model_path is None:
-            raise ValueError("--against transformers needs --model MODEL_DIR (the trace names no model_path).")
-        if candidate is None:
+        if args.traces:
+            candidate = load_trace(args.traces[0])
+            model_path = args.model or candidate.meta.get("model_path")
+            if model_path is None:
+                raise ValueError("the trace names no model_path: give the checkpoint with --model PATH.")
+        else:
             from .models import ArceeForCausalLM
             from .tracefile import trace_model
 
+            model_path = _model_path(args)
             model = ArceeForCausalLM.from_pretrained(model_path, dtype=args.dtype or "float32", device=args.device)
             candidate = trace_model(model, _input_ids(args, model_path), args.pattern or "*")
         inputs = candidate.inputs
@@ -178,7 +196,7 @@ def run_compare(args) -> int:
         except ImportError as err:
             raise ValueError(f"--against transformers needs torch and transformers installed ({err}).") from err
         reference = transformers_trace(torch_model, inputs["input_ids"], inputs.get("attention_mask"),
-                                       inputs.get("position_ids"), args.pattern or "*")
+                                       inputs.get("position_ids"), args.pattern or list(candidate))
         labels = ["transformers", args.traces[0] if args.traces else "arcee_np"]
     report = compare_traces(candidate, reference, tolerance, names=args.pattern, reference_label=labels[0],
                             candidate_label=labels[1])

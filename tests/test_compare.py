@@ -202,3 +202,22 @@ def test_cli_usage_errors(tmp_path, checkpoint, capsys):
     assert info.value.code == 2
     assert parse_ids("1, 2,3").tolist() == [[1, 2, 3]]
     assert parse_ids("1 2\n3 4").tolist() == [[1, 2], [3, 4]]
+
+
+def test_registered_in_the_arcee_np_cli_with_prompts(tmp_path, capsys):
+    from arcee_np.cli import main as arcee_np_main
+    from arcee_np.tokenizer import ArceeTokenizer
+    from tiny_lm import write_tiny_lm
+
+    folder = write_tiny_lm(tmp_path / "lm")
+    out = tmp_path / "p.safetensors"
+    assert arcee_np_main(["trace", "--model", str(folder), "--prompt", "ROMEO: But soft", "--out", str(out)]) == 0
+    ids = ArceeTokenizer.from_pretrained(folder).encode("ROMEO: But soft")
+    assert load_trace(out).inputs["input_ids"].tolist() == [ids]  # encoded as `arcee-np generate` does
+    broken = load_trace(out)
+    broken["layers.0.attn.q_rope"] = broken["layers.0.attn.q_rope"] * 1.5
+    save_trace(broken, tmp_path / "q.safetensors")
+    capsys.readouterr()
+    assert arcee_np_main(["compare", str(out), str(tmp_path / "q.safetensors")]) == 1
+    assert "first divergence at layers.0.attn.q_rope" in capsys.readouterr().out
+    assert arcee_np_main(["compare", str(out)]) == 2
