@@ -14,11 +14,11 @@ from .models import (ArceeForCausalLM, ArceeForQuestionAnswering, ArceeForSequen
                      ArceeForTokenClassification, ArceeModel, ArceePreTrainedModel)
 from .outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput
 from .shipped import default_model_path
-from .trace import trace
+from .trace import NonFiniteError, detect_nonfinite, trace
 
 __version__ = "0.1.0"
 
 __all__ = ["ArceeConfig", "ArceeForCausalLM", "ArceeForQuestionAnswering", "ArceeForSequenceClassification",
            "ArceeForTokenClassification", "ArceeModel", "ArceePreTrainedModel", "CheckpointError", "ConfigError",
-           "KVCache", "QuestionAnsweringModelOutput", "SequenceClassifierOutputWithPast", "TokenClassifierOutput",
-           "default_model_path", "trace", "__version__"]
+           "KVCache", "NonFiniteError", "QuestionAnsweringModelOutput", "SequenceClassifierOutputWithPast",
+           "TokenClassifierOutput", "default_model_path", "detect_nonfinite", "trace", "__version__"]
