@@ -181,3 +181,12 @@ def test_bad_settings_are_refused_before_work(golden_model, kwargs, match):
 def test_bad_prompt_shape(golden_model):
     with pytest.raises(ValueError, match=r"input_ids\[None, :\]"):
         golden_model.generate(np.array([1, 2, 3]))
+
+
+def test_top_p_ties_keep_the_lower_id_first():
+    """torch's unstable sort orders ties arbitrarily; arcee_np keeps the lower vocabulary id (docs/generation.md)."""
+    scores = np.log(np.array([[0.1, 0.45, 0.45]], dtype=np.float32))
+    out = TopPLogitsWarper(0.4)(np.zeros((1, 1), np.int64), scores.copy())
+    assert np.isfinite(out).tolist() == [[False, True, False]]
+    out = TopPLogitsWarper(0.5)(np.zeros((1, 1), np.int64), scores.copy())
+    assert np.isfinite(out).tolist() == [[False, True, True]]
