@@ -7,7 +7,7 @@ The layout and contents are those of transformers' DynamicCache.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
+from .blocks.namespace import array_namespace
 
 _MIN_CAPACITY = 16
 

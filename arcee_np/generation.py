@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from array_api_compat import array_namespace
+from .blocks.namespace import array_namespace
 
 from .backend import to_device, to_numpy
 

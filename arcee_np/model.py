@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from array_api_compat import array_namespace
+from .blocks.namespace import array_namespace
 
 from .blocks import (apply_rope, attention, causal_padding_mask, embed, linear, mlp, packed_causal_mask,
                      packed_segments, rms_norm, rope_cos_sin, rope_frequencies)

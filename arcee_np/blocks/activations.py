@@ -2,7 +2,7 @@
 
 import math
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 _ERF_TERMS = 100  # enough for float64 accuracy (~2e-15) over |x| <= 6; erf(6) is 1 to float64 precision
 

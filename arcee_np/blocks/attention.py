@@ -1,6 +1,6 @@
 """Scaled dot-product attention with grouped KV heads (MHA, GQA, MQA), as transformers' eager path."""
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 
 def softmax(scores, axis=-1):

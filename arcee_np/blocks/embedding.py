@@ -1,6 +1,6 @@
 """Token embedding: a row lookup in the embedding matrix."""
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 
 def embed(input_ids, weight):

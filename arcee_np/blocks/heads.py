@@ -1,6 +1,6 @@
 """Output heads over the final hidden state: which positions to keep, the LM head, sequence pooling, QA split."""
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 from .linear import linear
 

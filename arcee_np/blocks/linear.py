@@ -1,6 +1,6 @@
 """The linear layer of transformers (``nn.Linear``): weights stored ``[out, in]``."""
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 
 def linear(x, weight, bias=None):

@@ -1,7 +1,7 @@
 """Losses of transformers' Arcee heads: cross-entropy with ignore_index, the shifted causal-LM loss, MSE,
 BCE-with-logits, and the sequence-classification, question-answering and token-classification losses."""
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 IGNORE_INDEX = -100
 

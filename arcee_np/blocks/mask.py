@@ -5,7 +5,7 @@ Query row ``i`` of a step sits at cache index ``q = past_length + i``; it may at
 finite number, so adding the mask to the scores and taking the softmax removes the masked keys.
 """
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 
 def _additive(allowed, dtype):

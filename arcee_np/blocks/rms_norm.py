@@ -1,6 +1,6 @@
 """RMSNorm, with transformers' casting points."""
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 
 def rms_norm(x, weight, eps):

@@ -7,7 +7,7 @@ is rotated by the angle ``position * inv_freq[j]``. Tables are computed in float
 
 import math
 
-from array_api_compat import array_namespace
+from .namespace import array_namespace
 
 
 def default_inv_freq(head_dim, theta, xp, dtype):
