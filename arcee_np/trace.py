@@ -60,6 +60,11 @@ def name_order_key(name: str) -> tuple:
     return model_level.get(name, (4, 0, 0, name))
 
 
+def pattern_list(patterns) -> list:
+    """One pattern (a glob, a compiled regex, a predicate) or several, as a list."""
+    return [patterns] if isinstance(patterns, (str, re.Pattern)) or callable(patterns) else list(patterns)
+
+
 def _matches(pattern, name: str) -> bool:
     if isinstance(pattern, str):
         return fnmatch.fnmatchcase(name, pattern)
@@ -116,7 +121,7 @@ class Trace(dict):
     def __init__(self, patterns="*", *, to_host=False, stop_after=None, stop_on_nonfinite=False, meta=None,
                  inputs=None):
         super().__init__()
-        self.patterns = [patterns] if isinstance(patterns, (str, re.Pattern)) or callable(patterns) else list(patterns)
+        self.patterns = pattern_list(patterns)
         self.to_host = to_host
         self.stop_after = stop_after
         self.stop_on_nonfinite = stop_on_nonfinite

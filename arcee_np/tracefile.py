@@ -25,7 +25,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .checkpoint import CheckpointError, read_safetensors
-from .trace import Trace, name_order_key, trace
+from .trace import Trace, name_order_key, pattern_list, trace
 
 FORMAT = "arcee_np.trace"
 METADATA_KEY = "arcee_np.trace"
@@ -64,9 +64,8 @@ def versions() -> dict[str, str]:
 
 def describe_patterns(patterns) -> list[str]:
     """The trace patterns as JSON-safe strings (regexes by their source, predicates by their name)."""
-    items = [patterns] if isinstance(patterns, (str, re.Pattern)) or callable(patterns) else list(patterns)
     return [p if isinstance(p, str) else p.pattern if isinstance(p, re.Pattern) else getattr(p, "__name__", repr(p))
-            for p in items]
+            for p in pattern_list(patterns)]
 
 
 def trace_model(model, input_ids=None, patterns="*", *, attention_mask=None, position_ids=None, inputs_embeds=None,
@@ -133,7 +132,7 @@ def load_trace(path: str | os.PathLike) -> Trace:
     if missing:
         raise CheckpointError(f"{path}: the trace lists tensors the file lacks: {missing[:5]}. The file is corrupt.")
     meta = header["meta"]
-    out = Trace(meta.get("patterns", "*"), meta=meta,
+    out = Trace("*", meta=meta,  # meta["patterns"] says what was recorded
                 inputs={k: tensors[INPUT_PREFIX + k] for k in header["inputs"]})
     out.update((name, tensors[name]) for name in header["names"])
     out.stopped_at = meta.get("stopped_at")
