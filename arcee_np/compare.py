@@ -421,24 +421,23 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
 
     backbone = torch_model.model if hasattr(torch_model, "model") else torch_model
     layers = backbone.layers
-    if getattr(torch_model.config, "_attn_implementation", "eager") != "eager":
-        if hasattr(torch_model, "set_attn_implementation"):
-            torch_model.set_attn_implementation("eager")
-        else:
-            raise ValueError("the transformers model must use eager attention: load it with "
-                             "attn_implementation='eager'.")
+    implementation = getattr(torch_model.config, "_attn_implementation", "eager")
+    if implementation != "eager":
+        raise ValueError(f"the transformers model uses {implementation!r} attention, which returns no attention "
+                         f"weights: load it with attn_implementation='eager' (or call "
+                         f"model.set_attn_implementation('eager')).")
     modeling = sys.modules[type(layers[0].self_attn).__module__]
     t = Trace(patterns)
     state = {"layer": None}
     handles = []
 
-    def put(name, value):
+    def put(name, value, transform=None):
         if t.wants(name):
-            t[name] = as_numpy(value)
+            t[name] = as_numpy(transform(value) if transform else value)
 
     def on_output(name, transform=None):
         def hook(module, args, out):
-            put(name, transform(out) if transform else out)
+            put(name, out, transform)
         return hook
 
     def on_input(name):
@@ -449,11 +448,11 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
     def first(out):
         return out[0] if isinstance(out, (tuple, list)) else out
 
+    n_heads = torch_model.config.num_attention_heads
+    n_kv = getattr(torch_model.config, "num_key_value_heads", None) or n_heads
     handles.append(backbone.embed_tokens.register_forward_hook(on_output("embed")))
     for i, layer in enumerate(layers):
         attn, p = layer.self_attn, f"layers.{i}."
-        n_heads = torch_model.config.num_attention_heads
-        n_kv = getattr(torch_model.config, "num_key_value_heads", None) or n_heads
 
         def enter(module, args, i=i):
             state["layer"], state["module"] = i, module
@@ -465,7 +464,7 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
             attn.k_proj.register_forward_hook(on_output(p + "attn.k", _split(n_kv))),
             attn.v_proj.register_forward_hook(on_output(p + "attn.v", _split(n_kv))),
             attn.o_proj.register_forward_pre_hook(on_input(p + "attn.context")),
-            attn.register_forward_hook(on_output(p + "attn.probs", lambda out: _attention_weights(out))),
+            attn.register_forward_hook(on_output(p + "attn.probs", _attention_weights)),
             attn.o_proj.register_forward_hook(on_output(p + "attn.out")),
             layer.post_attention_layernorm.register_forward_pre_hook(on_input(p + "attn_residual")),
             layer.post_attention_layernorm.register_forward_hook(on_output(p + "post_norm")),

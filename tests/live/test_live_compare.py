@@ -115,3 +115,9 @@ def test_cli_against_transformers(tmp_path, checkpoint, capsys):
     assert "first divergence at layers.0.attn.q_rope" in capsys.readouterr().out
     assert main(["compare", "--against", "transformers", "--model", str(checkpoint), "--ids", "3 4 5",
                  "--pattern", "layers.1.*"]) == 0
+
+
+def test_sdpa_models_are_refused_with_the_fix(checkpoint):
+    sdpa = transformers.ArceeForCausalLM.from_pretrained(checkpoint, attn_implementation="sdpa")
+    with pytest.raises(ValueError, match="attn_implementation='eager'"):
+        transformers_trace(sdpa, IDS)
