@@ -48,6 +48,7 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -431,6 +432,29 @@ def main(argv=None) -> dict:
         else run_tests(args.test_timeout)
     print(f"tests/test_gpu.py: {report['tests']['status']}: {report['tests']['summary']}", flush=True)
 
+    try:
+        benchmark(report, args, smoke, dtype, prompt, new_tokens, reps, batches, sides, started)
+    except BaseException as err:  # keep what was measured, and say what broke
+        report["error"] = "".join(traceback.format_exception(type(err), err, err.__traceback__))[-4000:]
+        print(report["error"], file=sys.stderr)
+        if not isinstance(err, Exception):
+            raise
+    finally:
+        report["elapsed_s"] = time.perf_counter() - started
+        report["ok"] = "error" not in report and report["tests"]["status"] not in ("FAILED", "timed out") \
+            and not any("failed" in note for note in report["skipped"])
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        with open(out_path, "w") as fh:
+            json.dump(report, fh, indent=2, default=str)
+    if "results" in report and "model" in report:
+        print_table(report)
+    print(f"wrote {out_path} ({report['elapsed_s']:.0f} s in all){'' if report['ok'] else '; NOT OK: see above'}")
+    return report
+
+
+def benchmark(report: dict, args, smoke: bool, dtype: str, prompt: int, new_tokens: int, reps: int,
+              batches: list[int], sides: list[str], started: float) -> None:
+    """Build the model once, measure the bandwidth, then every side at every batch; fills ``report``."""
     device = Device(smoke)
     report["device"] = device.description
     start = time.perf_counter()
@@ -462,11 +486,15 @@ def main(argv=None) -> dict:
                                          f"more would pass --budget-s {args.budget_s:.0f}")
                 continue
             t0 = time.perf_counter()
+            failure = None
             try:
                 result, tokens[side] = measure(device, side, runners[side](), ids, new_tokens, reps,
                                                args.warm_tokens, info["weight_bytes"])
-            except Exception as err:  # one failing side must not lose the others' numbers
-                report["skipped"].append(f"{side} at batch {batch} failed: {type(err).__name__}: {err}")
+            except Exception as err:  # one failing side (out of memory ...) must not lose the others' numbers
+                failure = f"{side} at batch {batch} failed: {type(err).__name__}: {err}"
+            if failure is not None:  # outside the except block, so the traceback's arrays can be freed
+                report["skipped"].append(failure)
+                print(failure, flush=True)
                 device.free()
                 continue
             last_duration[side] = time.perf_counter() - t0
@@ -483,14 +511,7 @@ def main(argv=None) -> dict:
         report["ratios"][str(batch)] = ratios
         if "arcee_np" in tokens and "transformers_eager" in tokens:
             report["agreement"][str(batch)] = agreement(tokens["arcee_np"], tokens["transformers_eager"])
-    report["elapsed_s"] = time.perf_counter() - started
-    print_table(report)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w") as fh:
-        json.dump(report, fh, indent=2, default=str)
-    print(f"wrote {out_path} ({report['elapsed_s']:.0f} s in all)")
-    return report
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main()["ok"] else 1)

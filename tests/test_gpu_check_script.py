@@ -30,6 +30,7 @@ def test_gpu_check_cpu_smoke(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())  # default path: $OUT/gpu_check.json
 
     assert report["mode"] == "cpu-smoke"
+    assert report["ok"] is True and "error" not in report, report.get("error")
     assert report["tf32"]["CUPY_TF32"] == "0" and report["tf32"]["CUPY_TF32_before"] == "1"
     assert report["tests"]["returncode"] in (0, 5), report["tests"]  # 5: the GPU module skipped itself
     assert report["model"]["weights_shared"] is True  # arcee_np runs on transformers' own weight buffers
