@@ -22,6 +22,7 @@ and, when sampling, the processed scores. docs/generation.md has the details.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -378,6 +379,9 @@ def generate_tokens(step, input_ids, settings: GenerationSettings, attention_mas
     ids = np.asarray(to_numpy(input_ids)).astype(np.int64)
     mask = initial_mask(ids, attention_mask, settings)
     positions = np.where(mask == 0, 0, np.cumsum(mask, axis=-1) - 1)  # [B, T]; pads at 0 (transformers v5)
+    if ids.shape[0] > 1 and not mask[:, -1].all():
+        warnings.warn("right padding detected in a batched prompt: the rows whose last token is padding continue "
+                      "from a pad. Pad on the left for generation (tokenizer(..., padding_side='left')).", stacklevel=3)
     if mask.all():
         mask, padding_lengths = None, None  # transformers drops an all-ones mask
     else:

@@ -190,3 +190,22 @@ def test_top_p_ties_keep_the_lower_id_first():
     assert np.isfinite(out).tolist() == [[False, True, False]]
     out = TopPLogitsWarper(0.5)(np.zeros((1, 1), np.int64), scores.copy())
     assert np.isfinite(out).tolist() == [[False, True, True]]
+
+
+def test_generate_on_array_api_strict_matches_the_golden_tokens():
+    """The loop and the processors use only array-API calls: the same tokens on array_api_strict (CuPy's proxy)."""
+    case = GOLDEN / "generate_left_padding"
+    meta = json.loads((case / "case.json").read_text())
+    inputs = load_file(str(case / "inputs.safetensors"))
+    model = ArceeForCausalLM.from_pretrained(case, device="array_api_strict")
+    got = model.generate(**inputs, **meta["call"])
+    np.testing.assert_array_equal(got, load_file(str(case / "expected.safetensors"))["sequences"])
+    sampled = dict(do_sample=True, top_k=5, top_p=0.9, temperature=0.7, seed=1, max_new_tokens=4)
+    np.testing.assert_array_equal(model.generate(**inputs, **sampled),
+                                  ArceeForCausalLM.from_pretrained(case).generate(**inputs, **sampled))
+
+
+def test_right_padding_warns(golden_model):
+    ids = np.array([[1, 5, 9, 0], [1, 30, 31, 32]])
+    with pytest.warns(UserWarning, match="Pad on the left"):
+        golden_model.generate(ids, attention_mask=(ids != 0).astype(np.int64), max_new_tokens=2)
