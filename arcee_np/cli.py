@@ -142,6 +142,8 @@ def cmd_generate(args) -> int:
         prompt = sys.stdin.read()
     prompt = prompt or ""
     if args.chat:
+        if tokenizer.chat_template is None:
+            raise ValueError("--chat needs a tokenizer with a chat template and this model has none: drop --chat.")
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                             return_dict=False)
     else:
