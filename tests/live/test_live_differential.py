@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: torch_reference
+from test_golden import flatten  # noqa: E402
 from torch_reference import cache_of, flatten_outputs, lifted_float32_casts, perturb_  # noqa: E402
 
 from arcee_np import ArceeForCausalLM as NpCausalLM  # noqa: E402
@@ -175,18 +176,8 @@ def to_np_call(call: dict, dtype: str) -> dict:
 
 
 def np_flat(out) -> dict:
-    flat = {"logits": out.logits}
-    if out.loss is not None:
-        flat["loss"] = out.loss
-    for i, h in enumerate(out.hidden_states or ()):
-        flat[f"hidden_states.{i}"] = h
-    for i, a in enumerate(out.attentions or ()):
-        flat[f"attentions.{i}"] = a
-    if out.past_key_values is not None:
-        for layer in range(len(out.past_key_values)):
-            k, v = out.past_key_values[layer]
-            flat[f"past_key_values.{layer}.keys"], flat[f"past_key_values.{layer}.values"] = k, v
-    return {k: np.asarray(to_numpy(v), dtype=np.float64) for k, v in flat.items()}
+    """arcee_np output -> the fixtures' flat names, as float64 NumPy arrays."""
+    return {k: np.asarray(to_numpy(v), dtype=np.float64) for k, v in flatten(out).items()}
 
 
 def valid_rows(key: str, array: np.ndarray, mask):
