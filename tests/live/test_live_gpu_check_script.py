@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 
 pytestmark = pytest.mark.live
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_check_cpu_smoke(tmp_path):
