@@ -25,7 +25,7 @@ value; this script sets ``CUPY_TF32=0`` before CuPy is imported (the tests do th
 float32 (cuBLAS ``CUBLAS_COMPUTE_32F``).
 
 ``--cpu-smoke`` (alias ``--dry-run``) runs the same code path on the CPU (NumPy and torch CPU) at a tiny
-shape in a few seconds: ``tests/test_gpu_check_script.py`` runs it so the script cannot rot unnoticed.
+shape in a few seconds: ``tests/live/test_live_gpu_check_script.py`` runs it so the script cannot rot unnoticed.
 
 A CUDA graph for the decode step is deliberately not attempted: arcee_np's decode step changes shapes
 every token (the cache views grow by one position), allocates from CuPy's memory pool and reads the
