@@ -66,3 +66,14 @@ def test_opt_outs_are_rare_and_give_a_reason():
     skipped = [(p.name, line, reason) for p in PAGES for line, _, reason in python_blocks(p.read_text("utf-8"))
                if reason is not None]
     assert len(skipped) <= 4, f"too many not-run snippets: {skipped}"
+
+
+def test_index_lists_every_page_and_its_links_resolve():
+    index = ROOT / "docs" / "index.md"
+    text = index.read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    for target in links:
+        assert (index.parent / target).exists(), f"docs/index.md links to a missing {target}"
+    linked = {Path(t).name for t in links}
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")} - {"index.md"}
+    assert pages <= linked, f"docs/index.md does not list {sorted(pages - linked)}"
