@@ -77,3 +77,52 @@ def test_index_lists_every_page_and_its_links_resolve():
     linked = {Path(t).name for t in links}
     pages = {p.name for p in (ROOT / "docs").glob("*.md")} - {"index.md"}
     assert pages <= linked, f"docs/index.md does not list {sorted(pages - linked)}"
+
+
+ARCEE_REF = re.compile(r"`arcee_np/([\w/]+)\.py: (\w+)`((?:(?:,| and) `\w+`)*)")
+TRANSFORMERS_MODULES = ("models.arcee.modeling_arcee", "modeling_rope_utils", "masking_utils", "loss.loss_utils",
+                        "cache_utils", "activations", "modeling_layers", "modeling_utils")
+
+
+def test_architecture_names_every_arcee_np_function_that_exists():
+    """docs/architecture.md's `arcee_np/<file>.py: name, `name`` references resolve, so the page cannot rot."""
+    import importlib
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    refs = [(m.group(1).replace("/", "."), [m.group(2), *re.findall(r"`(\w+)`", m.group(3))])
+            for m in ARCEE_REF.finditer(text)]
+    assert len(refs) >= 15, "the pattern no longer matches the page's references"
+    missing = [f"arcee_np/{mod.replace('.', '/')}.py: {name}" for mod, names in refs for name in names
+               if not hasattr(importlib.import_module(f"arcee_np.{mod}"), name)]
+    assert not missing, f"docs/architecture.md names functions that do not exist: {missing}"
+
+
+def test_architecture_names_every_transformers_counterpart_that_exists():
+    """Every ``transformers:`` part of docs/architecture.md names things transformers really has."""
+    import importlib
+
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    modules = [importlib.import_module(f"transformers.{name}") for name in TRANSFORMERS_MODULES]
+    source = (Path(transformers.__file__).parent / "models" / "arcee" / "modeling_arcee.py").read_text("utf-8")
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    segments = re.findall(r"transformers: (.*?)(?=\n\n|\n\* |\n## |$)", text, re.S)
+    checked, missing = 0, []
+    for segment in segments:
+        found = []   # objects named so far in this segment: "ArceeRotaryEmbedding (its `forward`)" is a method
+        for name in re.findall(r"`([A-Za-z_][\w.]*)`", segment):
+            if name.endswith(".py") or name in {"modeling_arcee", "nn.Embedding"}:
+                continue
+            head, *rest = name.split(".")
+            owner = next((getattr(m, head) for m in modules if hasattr(m, head)), None)
+            if owner is None and not rest:
+                owner = next((getattr(obj, head) for obj in found if hasattr(obj, head)), None)
+            for attr in rest:   # ArceeModel.embed_tokens: an attribute the constructor sets
+                owner = getattr(owner, attr, None) or (True if f"self.{attr} =" in source else None)
+            if owner is None:
+                missing.append(name)
+            else:
+                found.append(owner)
+            checked += 1
+    assert checked >= 25, "the pattern no longer matches the page's transformers references"
+    assert not missing, f"docs/architecture.md names transformers objects that do not exist: {missing}"
