@@ -35,6 +35,8 @@ def test_valid_executed_and_error_free(path):
         assert cell.get("execution_count") is not None, f"{path.name}: code cell {index} was never executed"
         errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]
         assert not errors, f"{path.name}: code cell {index} holds an error: {errors[0].get('ename')}"
+    assert sum(len(cell.get("outputs", [])) for cell in code) >= len(code) // 2, \
+        f"{path.name}: most code cells have no output (committed with outputs cleared?)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
