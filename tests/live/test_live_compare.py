@@ -10,7 +10,6 @@ transformers`` must exit 0 / 1 accordingly.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: torch_reference
 from torch_reference import lifted_float32_casts, perturb_  # noqa: E402
 
 from arcee_np import ArceeForCausalLM  # noqa: E402
@@ -28,7 +26,7 @@ from arcee_np.trace import trace_names  # noqa: E402
 from arcee_np.tracefile import save_trace, trace_model  # noqa: E402
 
 pytestmark = pytest.mark.live
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # the comparisons are under test, not torch's speed
 transformers.logging.set_verbosity_error()
 
 IDS = np.array([[3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])
@@ -69,7 +67,9 @@ def test_float64_with_lifted_casts_agrees_to_1e_9(checkpoint):
     assert report.tolerance.atol == 1e-9
     assert report.ok and len(report.compared) == 35, str(report)
     plain = compare_with_transformers(ours, load_transformers_model(checkpoint, "float64"), IDS)
-    assert plain.tolerance.atol == 1e-6 and plain.ok, str(plain)
+    assert plain.tolerance.atol == 1e-4 and plain.ok, str(plain)  # plain transformers float64: float32-accurate
+    logits = next(r for r in plain.rows if r.name == "logits")
+    assert logits.max_abs < 1e-6  # short inputs keep design.md's 1e-6 on the outputs
 
 
 def test_float16_agrees_at_the_float16_row(checkpoint):

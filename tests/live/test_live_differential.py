@@ -12,12 +12,11 @@ config.json, bf16 and sharded checkpoints, and KV-cache continuation.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ transformers = pytest.importorskip("transformers")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: torch_reference
 from test_golden import flatten  # noqa: E402
 from torch_reference import cache_of, flatten_outputs, lifted_float32_casts, perturb_  # noqa: E402
 
@@ -36,8 +34,7 @@ from arcee_np import ArceeForCausalLM as NpCausalLM  # noqa: E402
 from arcee_np.backend import to_numpy  # noqa: E402
 
 pytestmark = pytest.mark.live
-
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # the comparisons are under test, not torch's speed
 transformers.logging.set_verbosity_error()
 
 TOL = {"float32": 1e-4, "float64": 1e-9}
@@ -218,35 +215,22 @@ def hf_run(model, call: dict, dtype) -> dict:
 # ------------------------------------------------------------------------------------------ random configs
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @SETTINGS
 @given(cfg=configs(), data=st.data(), seed=st.integers(0, 2**31 - 1))
-def test_random_model_float32(tmp_path_factory, cfg, data, seed):
+def test_random_model(tmp_path_factory, dtype, cfg, data, seed):
+    """float32 against transformers float32; float64 against transformers float64 with its casts lifted."""
     call = data.draw(inputs_for(cfg))
-    path = tmp_path_factory.mktemp("hf")
-    build_hf(cfg, seed).save_pretrained(path)
-    hf = load_hf(path, torch.float32)
-    theirs = hf_run(hf, call, torch.float32)
-    ours = NpCausalLM.from_pretrained(path, dtype="float32")
+    path = tmp_path_factory.mktemp(f"hf_{dtype}")
+    build_hf(cfg, seed, TORCH_DTYPE[dtype]).save_pretrained(path)
+    with lifted_float32_casts() if dtype == "float64" else contextlib.nullcontext():
+        hf = load_hf(path, TORCH_DTYPE[dtype])
+        theirs = hf_run(hf, call, TORCH_DTYPE[dtype])
+    ours = NpCausalLM.from_pretrained(path, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = ours(**to_np_call(call, "float32"))
-    compare(np_flat(out), theirs, TOL["float32"], call.get("attention_mask"), f"float32 {cfg} {call}")
-
-
-@SETTINGS
-@given(cfg=configs(), data=st.data(), seed=st.integers(0, 2**31 - 1))
-def test_random_model_float64_lifted(tmp_path_factory, cfg, data, seed):
-    call = data.draw(inputs_for(cfg))
-    path = tmp_path_factory.mktemp("hf64")
-    build_hf(cfg, seed, torch.float64).save_pretrained(path)
-    with lifted_float32_casts():
-        hf = load_hf(path, torch.float64)
-        theirs = hf_run(hf, call, torch.float64)
-    ours = NpCausalLM.from_pretrained(path, dtype="float64")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = ours(**to_np_call(call, "float64"))
-    compare(np_flat(out), theirs, TOL["float64"], call.get("attention_mask"), f"float64 {cfg} {call}")
+        out = ours(**to_np_call(call, dtype))
+    compare(np_flat(out), theirs, TOL[dtype], call.get("attention_mask"), f"{dtype} {cfg} {call}")
 
 
 # ------------------------------------------------------------------------------------------ KV cache

@@ -13,9 +13,7 @@ models (norms and biases perturbed) are saved with ``save_pretrained`` and loade
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +21,6 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: torch_reference, tiny_lm
 from tiny_lm import TEXT, write_tokenizer  # noqa: E402
 from torch_reference import perturb_  # noqa: E402
 
@@ -38,7 +35,7 @@ from arcee_np.tokenizer import ArceeTokenizer  # noqa: E402
 from transformers.generation import logits_process as hf_lp  # noqa: E402
 
 pytestmark = pytest.mark.live
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # the comparisons are under test, not torch's speed
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 TOL = 1e-4
