@@ -40,8 +40,8 @@ TOLERANCES = {
     "float32": Tolerance(1e-4, 1e-5, "float32 vs transformers float32 eager (or another float32 port)"),
     "float64": Tolerance(1e-9, 1e-10, "float64 vs transformers float64 with its float32 casts lifted"),
     # Plain transformers float64 rounds through float32 in RMSNorm, the softmax and the RoPE tables; the RoPE
-    # angle pos * inv_freq in float32 is off by about pos * 6e-8 rad, so the gap grows with position (logits:
-    # 8e-7 at 16 positions, 3e-6 at 64, 2e-5 at 512 on the shipped model). It is float32-accurate, no better.
+    # angle pos * inv_freq in float32 is off by about pos * 6e-8 rad, so the gap grows with position (shipped
+    # model's logits: 1-2e-6 at 16 positions, 2-3e-6 at 64, 2-3.5e-5 at 512). Float32-accurate, no better.
     "float64_plain": Tolerance(1e-4, 1e-5, "float64 vs plain transformers float64 (float32-accurate at its casts)"),
     "float16": Tolerance(1e-2, 1e-2, "float16 vs transformers float16"),
     "kv_cache": Tolerance(1e-5, 1e-6, "KV-cache decode vs the full forward"),

@@ -69,7 +69,7 @@ def test_float64_with_lifted_casts_agrees_to_1e_9(checkpoint):
     plain = compare_with_transformers(ours, load_transformers_model(checkpoint, "float64"), IDS)
     assert plain.tolerance.atol == 1e-4 and plain.ok, str(plain)  # plain transformers float64: float32-accurate
     logits = next(r for r in plain.rows if r.name == "logits")
-    assert logits.max_abs < 1e-6  # short inputs keep design.md's 1e-6 on the outputs
+    assert logits.max_abs < 1e-6  # a tiny model on a short input keeps design.md's fixture bound
 
 
 def test_float16_agrees_at_the_float16_row(checkpoint):
