@@ -117,7 +117,7 @@ def test_architecture_names_every_transformers_counterpart_that_exists():
             owner = next((getattr(m, head) for m in modules if hasattr(m, head)), None)
             if owner is None and not rest:
                 owner = next((getattr(obj, head) for obj in found if hasattr(obj, head)), None)
-            for attr in rest:   # ArceeModel.embed_tokens: an attribute the constructor sets
+            for attr in rest if owner is not None else ():   # ArceeModel.embed_tokens: set by the constructor
                 owner = getattr(owner, attr, None) or (True if f"self.{attr} =" in source else None)
             if owner is None:
                 missing.append(name)
