@@ -9,7 +9,7 @@ Quick use::
 
 from .cache import KVCache
 from .config import ArceeConfig, ConfigError
-from .checkpoint import CheckpointError
+from .io.checkpoint import CheckpointError
 from .models import (ArceeForCausalLM, ArceeForQuestionAnswering, ArceeForSequenceClassification,
                      ArceeForTokenClassification, ArceeModel, ArceePreTrainedModel)
 from .outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput

@@ -3,7 +3,7 @@
     arcee-np generate "ROMEO:"                 stream text from the shipped Shakespeare model
     arcee-np generate "Hi" --model DIR --greedy --max-new-tokens 40
     arcee-np info [--model DIR] [--json]       config, parameter count, memory per dtype
-    arcee-np trace / compare ...               debugging tools (arcee_np/debug_cli.py)
+    arcee-np trace / compare ...               debugging tools (arcee_np/oracle/cli.py)
 
 Each subcommand is a ``cmd_<name>(args) -> exit status`` function registered in ``build_parser()``; add a
 command by adding a parser there with ``set_defaults(func=...)``. A bad path, flag or value ends in one
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     info.set_defaults(func=cmd_info)
 
-    from .debug_cli import add_debug_commands  # trace, compare
+    from .oracle.cli import add_debug_commands  # trace, compare
 
     add_debug_commands(commands)
     return parser
@@ -133,7 +133,7 @@ def _model_path(args) -> str:
 def cmd_generate(args) -> int:
     """Load the model and its tokenizer, encode the prompt, stream the generated text to stdout."""
     from .models import ArceeForCausalLM
-    from .tokenizer import ArceeTokenizer, TextStreamer
+    from .io.tokenizer import ArceeTokenizer, TextStreamer
 
     path = _model_path(args)
     tokenizer = ArceeTokenizer.from_pretrained(path)
@@ -166,7 +166,7 @@ def cmd_generate(args) -> int:
 # ---------------------------------------------------------------------------------------------- info
 def describe(path: str) -> dict:
     """What ``arcee-np info`` prints, as a dict: config, parameters, memory per dtype, generation, tokenizer."""
-    from .checkpoint import backbone_shapes, checkpoint_files
+    from .io.checkpoint import backbone_shapes, checkpoint_files
     from .config import ArceeConfig
     from .models import ArceeForCausalLM, read_generation_config
 
@@ -186,7 +186,7 @@ def describe(path: str) -> dict:
         "generation_config": read_generation_config(path),
     }
     if os.path.isfile(os.path.join(path, "tokenizer.json")):
-        from .tokenizer import ArceeTokenizer
+        from .io.tokenizer import ArceeTokenizer
 
         tok = ArceeTokenizer.from_pretrained(path)
         info["tokenizer"] = {"vocab_size": len(tok), **tok.special_tokens_map,

@@ -19,7 +19,7 @@ from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, l
                      question_answering_loss, sequence_classification_loss, split_start_end,
                      token_classification_loss)
 from .cache import KVCache
-from .checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
+from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig, ConfigError
 from .generation import generate_tokens, resolve_settings
 from .inputs import check_inputs

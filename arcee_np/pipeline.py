@@ -72,7 +72,7 @@ def pipeline(task: str = "text-generation", model=None, tokenizer=None, dtype: s
     ArceeForCausalLM (then pass ``tokenizer``, an ArceeTokenizer or a folder), or None for the shipped model."""
     from .models import ArceeForCausalLM
     from .shipped import default_model_path
-    from .tokenizer import ArceeTokenizer
+    from .io.tokenizer import ArceeTokenizer
 
     if task not in TASKS:
         raise ValueError(f"arcee_np's pipeline supports {', '.join(TASKS)}, not {task!r}.")

@@ -16,7 +16,7 @@ import arcee_np
 from arcee_np import ArceeForCausalLM
 from arcee_np.cli import build_parser, main
 from arcee_np.pipeline import pipeline
-from arcee_np.tokenizer import ArceeTokenizer
+from arcee_np.io.tokenizer import ArceeTokenizer
 
 from tiny_lm import write_tiny_lm
 

@@ -1,15 +1,15 @@
 """compare.py: per-tensor errors, the tolerance table, the first divergence and its explanation, and the
-``arcee-np trace`` / ``arcee-np compare`` commands (run through debug_cli.main, without torch)."""
+``arcee-np trace`` / ``arcee-np compare`` commands (run through arcee_np.oracle.cli.main, without torch)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from arcee_np.compare import _STAGES, TOLERANCES, Tolerance, compare_arrays, compare_traces, tolerance_for
-from arcee_np.debug_cli import main, parse_ids
+from arcee_np.oracle.compare import _STAGES, TOLERANCES, Tolerance, compare_arrays, compare_traces, tolerance_for
+from arcee_np.oracle.cli import main, parse_ids
 from arcee_np.trace import LAYER_LEVEL, LAYER_STAGES, Trace
-from arcee_np.tracefile import load_trace, save_trace, trace_model
+from arcee_np.oracle.tracefile import load_trace, save_trace, trace_model
 from conftest import random_model
 
 IDS = np.array([[3, 14, 15, 9, 26, 5], [5, 35, 8, 96, 7, 1]])
@@ -207,7 +207,7 @@ def test_cli_usage_errors(tmp_path, checkpoint, capsys):
 
 def test_registered_in_the_arcee_np_cli_with_prompts(tmp_path, capsys):
     from arcee_np.cli import main as arcee_np_main
-    from arcee_np.tokenizer import ArceeTokenizer
+    from arcee_np.io.tokenizer import ArceeTokenizer
     from tiny_lm import write_tiny_lm
 
     folder = write_tiny_lm(tmp_path / "lm")

@@ -16,7 +16,7 @@ from arcee_np import (ArceeForQuestionAnswering, ArceeForSequenceClassification,
 from arcee_np.backend import namespace_for_device, to_device, to_numpy
 from arcee_np.blocks import (bce_with_logits, last_non_pad_index, mse_loss, pool_positions, question_answering_loss,
                              sequence_classification_loss, token_classification_loss)
-from arcee_np.checkpoint import read_checkpoint
+from arcee_np.io.checkpoint import read_checkpoint
 
 from conftest import small_config
 

@@ -1,4 +1,4 @@
-"""arcee_np.testing (assert_close, assert_trace_matches) and the worked examples of docs/debugging.md:
+"""arcee_np.oracle.testing (assert_close, assert_trace_matches) and the worked examples of docs/debugging.md:
 three deliberately broken ports, each of which the report must pin to the exact tensor."""
 
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arcee_np.testing import assert_close, assert_trace_matches, reference_trace
+from arcee_np.oracle.testing import assert_close, assert_trace_matches, reference_trace
 from conftest import random_model
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "debugging.md"

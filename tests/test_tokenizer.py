@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from arcee_np.tokenizer import ArceeTokenizer, TextStreamer
+from arcee_np.io.tokenizer import ArceeTokenizer, TextStreamer
 
 from tiny_lm import TEXT, write_tokenizer
 

@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 from arcee_np import CheckpointError, trace
 from arcee_np.trace import (LAYER_LEVEL, NonFiniteError, Trace, _active, detect_nonfinite, record, tap,
                             trace_names)
-from arcee_np.tracefile import load_trace, save_trace, trace_model
+from arcee_np.oracle.tracefile import load_trace, save_trace, trace_model
 from conftest import random_model, small_config
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "trace.md"

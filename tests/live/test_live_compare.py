@@ -1,4 +1,4 @@
-"""Live comparison against transformers through forward hooks (arcee_np.compare.transformers_trace).
+"""Live comparison against transformers through forward hooks (arcee_np.oracle.compare.transformers_trace).
 
 Skipped unless torch and transformers import. A tiny random transformers Arcee (GQA, YaRN, biases,
 norms perturbed) is saved and loaded by arcee_np; every name of docs/trace.md must be captured on the
@@ -20,10 +20,10 @@ transformers = pytest.importorskip("transformers")
 from torch_reference import lifted_float32_casts, perturb_  # noqa: E402
 
 from arcee_np import ArceeForCausalLM  # noqa: E402
-from arcee_np.compare import compare_with_transformers, load_transformers_model, transformers_trace  # noqa: E402
-from arcee_np.debug_cli import main  # noqa: E402
+from arcee_np.oracle.compare import compare_with_transformers, load_transformers_model, transformers_trace  # noqa: E402
+from arcee_np.oracle.cli import main  # noqa: E402
 from arcee_np.trace import trace_names  # noqa: E402
-from arcee_np.tracefile import save_trace, trace_model  # noqa: E402
+from arcee_np.oracle.tracefile import save_trace, trace_model  # noqa: E402
 
 pytestmark = pytest.mark.live
 torch.set_num_threads(1)  # the comparisons are under test, not torch's speed

@@ -30,7 +30,7 @@ from arcee_np.generation import (LogitsProcessorList, MinNewTokensLengthLogitsPr
                                  RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
                                  TopPLogitsWarper)
 from arcee_np.pipeline import pipeline  # noqa: E402
-from arcee_np.tokenizer import ArceeTokenizer  # noqa: E402
+from arcee_np.io.tokenizer import ArceeTokenizer  # noqa: E402
 
 from transformers.generation import logits_process as hf_lp  # noqa: E402
 

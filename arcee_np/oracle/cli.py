@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from .backend import DEVICES, DTYPES
+from ..backend import DEVICES, DTYPES
 from .compare import TOLERANCES
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
@@ -94,7 +94,7 @@ def _input_ids(args, model_path) -> np.ndarray:
         return parse_ids(args.ids)
     if not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
         raise ValueError(f"--prompt needs a tokenizer.json in {model_path}; pass --ids instead.")
-    from .tokenizer import ArceeTokenizer
+    from ..io.tokenizer import ArceeTokenizer
 
     return np.asarray([ArceeTokenizer.from_pretrained(model_path).encode(args.prompt)], dtype=np.int64)
 
@@ -103,7 +103,7 @@ def _model_path(args, default=None) -> str:
     """--model, else ``default``, else the shipped Shakespeare model."""
     if args.model is not None or default is not None:
         return args.model or default
-    from .shipped import default_model_path
+    from ..shipped import default_model_path
 
     return default_model_path()
 
@@ -123,8 +123,8 @@ def _usage_errors(command):
 # ----------------------------------------------------------------------------------------------- trace
 @_usage_errors
 def run_trace(args) -> int:
-    from .models import ArceeForCausalLM
-    from .trace import LAYER_LEVEL, NonFiniteError
+    from ..models import ArceeForCausalLM
+    from ..trace import LAYER_LEVEL, NonFiniteError
     from .tracefile import save_trace, trace_model
 
     path = _model_path(args)
@@ -181,7 +181,7 @@ def run_compare(args) -> int:
             if model_path is None:
                 raise ValueError("the trace names no model_path: give the checkpoint with --model PATH.")
         else:
-            from .models import ArceeForCausalLM
+            from ..models import ArceeForCausalLM
             from .tracefile import trace_model
 
             model_path = _model_path(args)
@@ -213,7 +213,7 @@ def run_compare(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- standalone
 def main(argv=None) -> int:
-    """``python -m arcee_np.debug_cli {trace,compare} ...``: the two commands without the rest of the CLI."""
+    """``python -m arcee_np.oracle.cli {trace,compare} ...``: the two commands without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="arcee-np")
     add_debug_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

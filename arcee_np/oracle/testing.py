@@ -12,7 +12,7 @@ Arrays may be NumPy, CuPy, array_api_strict or torch tensors. See docs/debugging
 from __future__ import annotations
 
 from .compare import Report, compare_arrays, compare_traces, tolerance_for
-from .trace import Trace
+from ..trace import Trace
 from .tracefile import as_numpy, trace_model
 
 __all__ = ["assert_close", "assert_trace_matches", "reference_trace"]

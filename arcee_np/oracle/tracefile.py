@@ -23,9 +23,9 @@ from importlib import metadata as importlib_metadata
 
 import numpy as np
 
-from .backend import to_numpy
-from .checkpoint import CheckpointError, read_safetensors
-from .trace import Trace, name_order_key, pattern_list, trace
+from ..backend import to_numpy
+from ..io.checkpoint import CheckpointError, read_safetensors
+from ..trace import Trace, name_order_key, pattern_list, trace
 
 FORMAT = "arcee_np.trace"
 METADATA_KEY = "arcee_np.trace"

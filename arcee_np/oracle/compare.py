@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .trace import Trace, name_order_key, split_name
+from ..trace import Trace, name_order_key, split_name
 from .tracefile import as_numpy, describe_patterns, trace_model, versions
 
 

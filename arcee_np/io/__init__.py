@@ -1,0 +1,1 @@
+"""Files in and out: safetensors checkpoints (transformers' names and layout), the tokenizer files."""
