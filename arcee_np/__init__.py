@@ -8,8 +8,8 @@ Quick use::
 """
 
 from .cache import KVCache
-from .config import ArceeConfig, ConfigError
-from .io.checkpoint import CheckpointError
+from .config import ArceeConfig
+from .errors import CheckpointError, ConfigError
 from .models import (ArceeForCausalLM, ArceeForQuestionAnswering, ArceeForSequenceClassification,
                      ArceeForTokenClassification, ArceeModel, ArceePreTrainedModel)
 from .outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput

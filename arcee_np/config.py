@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .errors import ConfigError
+
 SUPPORTED_ROPE_TYPES = ("default", "yarn")
 SUPPORTED_ACTIVATIONS = ("relu2", "relu", "silu", "gelu", "gelu_pytorch_tanh")
 YARN_KEYS = (
@@ -33,10 +35,6 @@ YARN_KEYS = (
     "truncate",
 )
 CONFIG_NAME = "config.json"
-
-
-class ConfigError(ValueError):
-    """A config.json or ArceeConfig argument that arcee_np cannot run; the message names the fix."""
 
 
 @dataclass

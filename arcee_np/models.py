@@ -20,7 +20,8 @@ from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, l
                      token_classification_loss)
 from .cache import KVCache
 from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
-from .config import ArceeConfig, ConfigError
+from .config import ArceeConfig
+from .errors import ConfigError
 from .generation import generate_tokens, resolve_settings
 from .inputs import check_inputs
 from .model import backbone

@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from arcee_np import ArceeForCausalLM, ArceeModel, CheckpointError
-from arcee_np.io.checkpoint import read_safetensors
+from arcee_np.io.safetensors import read_safetensors
 
 from conftest import random_model, small_config
 

@@ -1,90 +1,22 @@
 """Checkpoints: safetensors in and out, transformers' tensor names and shapes, validation.
 
-Reading uses a small safetensors parser over a memory map, so float32 tensors become NumPy arrays that
-point into the file (no second copy in memory), bfloat16 tensors are widened to float32 exactly, and a
-truncated or malformed file gets a clear error instead of a crash. Writing uses the ``safetensors``
-package. Never pickle: ``pytorch_model.bin`` checkpoints are refused with the way to convert them.
+Reading goes through ``safetensors.py`` (a parser over a memory map: no second copy in memory, clear
+errors for truncated or malformed files); writing uses the ``safetensors`` package. Never pickle:
+``pytorch_model.bin`` checkpoints are refused with the way to convert them.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
-import struct
 
 import numpy as np
 
+from ..errors import CheckpointError
+from .safetensors import read_safetensors
+
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
-_MAX_HEADER = 100 * 1024 * 1024
-_DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
-}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as asked; the message lists every problem and the fix."""
-
-
-# ---------------------------------------------------------------------------------------------- reading
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of one ``.safetensors`` file as read-only NumPy arrays (bfloat16 widened to float32).
-
-    Aligned tensors are views of a memory map of the file; nothing is read until used.
-    """
-    path = os.fspath(path)
-    size = os.path.getsize(path)
-    if size < 8:
-        raise CheckpointError(f"{path} is truncated ({size} bytes): a safetensors file starts with an 8-byte "
-                              f"header length. Re-download or re-save it.")
-    with open(path, "rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        if header_len > min(size - 8, _MAX_HEADER):
-            raise CheckpointError(f"{path} is truncated or not a safetensors file: its header claims {header_len} "
-                                  f"bytes but the file has {size - 8} after the length. Re-save it.")
-        try:
-            header = json.loads(fh.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{path} has a malformed safetensors header ({err}). Re-save it.") from err
-        buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size > 8 + header_len else b""
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} has a malformed safetensors header (not a JSON object). Re-save it.")
-    data_start = 8 + header_len
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        tensors[name] = _tensor_from_buffer(path, name, info, buffer, data_start, size)
-    return tensors
-
-
-def _tensor_from_buffer(path, name, info, buffer, data_start, size) -> np.ndarray:
-    """One tensor described by a safetensors header entry, checked against the file's real size."""
-    try:
-        dtype_name, shape, (begin, end) = info["dtype"], [int(n) for n in info["shape"]], info["data_offsets"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: malformed header entry for {name!r} ({info!r}). Re-save it.") from err
-    if dtype_name not in _DTYPES:
-        raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype_name}, which arcee_np does not read "
-                              f"(supported: {', '.join(_DTYPES)}).")
-    dtype = _DTYPES[dtype_name]
-    count = int(np.prod(shape, dtype=np.int64))
-    if end - begin != count * dtype.itemsize or begin < 0:
-        raise CheckpointError(f"{path}: tensor {name!r} claims shape {shape} of {dtype_name} but spans "
-                              f"{end - begin} bytes. The file is corrupt; re-save it.")
-    if data_start + end > size:
-        raise CheckpointError(f"{path} is truncated: tensor {name!r} ends at byte {data_start + end} but the file "
-                              f"has {size} bytes. Re-download or re-save it.")
-    offset = data_start + begin
-    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
-    if dtype_name == "BF16":  # bfloat16 is the top half of a float32: widen exactly
-        return (array.astype(np.uint32) << 16).view(np.float32)
-    if offset % dtype.itemsize:
-        array = array.copy()  # unaligned in the file: one aligned copy
-    return array
 
 
 def checkpoint_files(folder: str | os.PathLike) -> list[str]:

@@ -24,7 +24,8 @@ from importlib import metadata as importlib_metadata
 import numpy as np
 
 from ..backend import to_numpy
-from ..io.checkpoint import CheckpointError, read_safetensors
+from ..errors import CheckpointError
+from ..io.safetensors import read_safetensors
 from ..trace import Trace, name_order_key, pattern_list, trace
 
 FORMAT = "arcee_np.trace"
