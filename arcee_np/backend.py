@@ -17,6 +17,8 @@ from types import ModuleType
 import numpy as np
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
+from .errors import DeviceError, InputError
+
 DEVICES = ("cpu", "cuda", "array_api_strict")
 DTYPES = ("float32", "float64", "float16")
 
@@ -35,29 +37,29 @@ def namespace_for_device(device: str) -> ModuleType:
             import cupy  # noqa: F401
             import array_api_compat.cupy as xp
         except ImportError as err:
-            raise RuntimeError(
+            raise DeviceError(
                 'device="cuda" needs CuPy: pip install "arcee-np[gpu]" (cupy-cuda12x) on a machine with a CUDA GPU.'
             ) from err
         try:
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as err:  # CUDA driver missing or broken
-            raise RuntimeError(f'device="cuda": CuPy is installed but no CUDA GPU is usable ({err}).') from err
+            raise DeviceError(f'device="cuda": CuPy is installed but no CUDA GPU is usable ({err}).') from err
         if count == 0:
-            raise RuntimeError('device="cuda": CuPy is installed but no CUDA GPU was found.')
+            raise DeviceError('device="cuda": CuPy is installed but no CUDA GPU was found.')
         return xp
     if device == "array_api_strict":
         try:
             import array_api_strict as xp
         except ImportError as err:
-            raise RuntimeError('device="array_api_strict" needs: pip install array-api-strict') from err
+            raise DeviceError('device="array_api_strict" needs: pip install array-api-strict') from err
         return xp
-    raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
+    raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
 
 
 def resolve_dtype(xp: ModuleType, dtype: str):
     """The ``xp`` dtype object for a dtype name in DTYPES."""
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+        raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     return getattr(xp, dtype)
 
 

@@ -15,8 +15,8 @@ _MIN_CAPACITY = 16
 class KVCache:
     """Keys and values of past tokens for each of ``num_layers`` layers.
 
-    ``max_length``: allocate exactly this many positions at the first update and refuse to go past it
-    (what ``generate`` does, since it knows the final length); ``None`` grows by doubling.
+    ``max_length``: allocate exactly this many positions at the first update (what ``generate`` does, since
+    it knows the final length; a forward call that would go past it is refused); ``None`` grows by doubling.
     """
 
     def __init__(self, num_layers: int, max_length: int | None = None):
@@ -64,13 +64,8 @@ class KVCache:
         """Reallocate ``layer``'s buffers to hold at least ``needed`` positions, keeping what they hold."""
         xp = array_namespace(keys)
         old = self._keys[layer]
-        if self.max_length is not None:
-            if needed > self.max_length:
-                raise ValueError(
-                    f"the KV cache was made for {self.max_length} positions and this step needs {needed}; "
-                    f"create it with a larger max_length (or max_length=None to grow as needed)."
-                )
-            capacity = self.max_length
+        if self.max_length is not None:  # a forward call checks that it fits (validation.arguments.check_cache)
+            capacity = max(needed, self.max_length)
         else:
             capacity = max(needed, _MIN_CAPACITY, 0 if old is None else 2 * old.shape[2])
         batch, kv_heads, _, head_dim = keys.shape

@@ -15,25 +15,14 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
+from .validation.config import check_config, check_config_json
+from .validation.files import read_json
 
-SUPPORTED_ROPE_TYPES = ("default", "yarn")
-SUPPORTED_ACTIVATIONS = ("relu2", "relu", "silu", "gelu", "gelu_pytorch_tanh")
-YARN_KEYS = (
-    "factor",
-    "original_max_position_embeddings",
-    "attention_factor",
-    "beta_fast",
-    "beta_slow",
-    "mscale",
-    "mscale_all_dim",
-    "truncate",
-)
 CONFIG_NAME = "config.json"
 
 
@@ -75,12 +64,12 @@ class ArceeConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        check_config(self)  # every field, before anything is derived from them
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        if self.head_dim is None and self.num_attention_heads > 0:
+        if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         self.rope_scaling = _normalise_rope_scaling(self.rope_scaling, self.max_position_embeddings)
-        self.validate()
 
     # ------------------------------------------------------------------ derived quantities
     @property
@@ -103,56 +92,36 @@ class ArceeConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ConfigError naming the problem and the fix; called on construction."""
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "head_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError(
-                f"num_attention_heads ({self.num_attention_heads}) must be divisible by num_key_value_heads "
-                f"({self.num_key_value_heads}): each KV head serves the same number of query heads. "
-                f"Choose num_key_value_heads among the divisors of {self.num_attention_heads}."
-            )
-        if self.head_dim % 2:
-            raise ConfigError(f"head_dim must be even for rotary embeddings (pairs of features), got {self.head_dim}.")
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ConfigError(
-                f"hidden_act {self.hidden_act!r} is not supported; use one of {', '.join(SUPPORTED_ACTIVATIONS)}."
-            )
-        if not self.rms_norm_eps > 0:
-            raise ConfigError(f"rms_norm_eps must be positive, got {self.rms_norm_eps!r}.")
-        if not self.rope_theta > 0:
-            raise ConfigError(f"rope_theta must be positive, got {self.rope_theta!r}.")
+        """Raise ConfigError naming the field, its value and the fix (construction does this; call it again
+        after changing fields by hand)."""
+        check_config(self)
 
     # ------------------------------------------------------------------ dict / json
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "ArceeConfig":
-        """Build from a config.json dict in either the v4 or the v5 spelling."""
-        config = copy.deepcopy(dict(config))
-        model_type = config.pop("model_type", "arcee")
-        if model_type != "arcee":
-            raise ConfigError(
-                f"config.json has model_type {model_type!r}; arcee_np runs Arcee models (model_type 'arcee') only."
-            )
-        rope_parameters = config.pop("rope_parameters", None)
-        if rope_parameters is not None:
-            rope_parameters = dict(rope_parameters)
-            config.setdefault("rope_theta", rope_parameters.pop("rope_theta", 10000.0))
-            if rope_parameters.get("rope_type", rope_parameters.get("type", "default")) != "default":
-                config["rope_scaling"] = rope_parameters
-            else:
-                config["rope_scaling"] = None
-        if "id2label" in config and "num_labels" not in config:
-            config["num_labels"] = len(config["id2label"])
-            if config["id2label"] == _default_labels(config["num_labels"])[0]:  # rebuilt by to_dict
-                config.pop("id2label")
-                config.pop("label2id", None)
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in config.items() if k in known}
-        extra = {k: v for k, v in config.items() if k not in known}
-        return cls(**kwargs, extra=extra)
+    def from_dict(cls, config: dict[str, Any], source: str = "config") -> "ArceeConfig":
+        """Build from a config.json dict in either the v4 or the v5 spelling (contradicting spellings are
+        refused). ``source`` (the file) starts every error message."""
+        try:
+            check_config_json(config)
+            config = copy.deepcopy(dict(config))
+            config.pop("model_type", None)
+            rope_parameters = config.pop("rope_parameters", None)
+            if rope_parameters is not None:  # v5: theta and scaling in one dict (check_config_json: they agree)
+                rope_parameters = dict(rope_parameters)
+                config["rope_theta"] = rope_parameters.pop("rope_theta", config.get("rope_theta", 10000.0))
+                rope_type = rope_parameters.get("rope_type", rope_parameters.get("type"))
+                config["rope_scaling"] = None if rope_type == "default" else rope_parameters
+            if "id2label" in config and "num_labels" not in config:
+                config["num_labels"] = len(config["id2label"])
+                if config["id2label"] == _default_labels(config["num_labels"])[0]:  # rebuilt by to_dict
+                    config.pop("id2label")
+                    config.pop("label2id", None)
+            known = {f.name for f in fields(cls)} - {"extra"}
+            kwargs = {k: v for k, v in config.items() if k in known}
+            extra = {k: v for k, v in config.items() if k not in known}
+            return cls(**kwargs, extra=extra)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """A config.json dict that transformers' ArceeConfig reads (v4 spelling, read by v5 too)."""
@@ -171,17 +140,12 @@ class ArceeConfig:
         """Read ``config.json`` from a checkpoint folder (or the file itself)."""
         path = os.fspath(path)
         file = os.path.join(path, CONFIG_NAME) if os.path.isdir(path) else path
-        if not os.path.isfile(file):
-            raise FileNotFoundError(
-                f"no config.json at {file!r}: point at a folder written by save_pretrained "
-                f"(transformers' or arcee_np's)."
-            )
-        try:
-            with open(file, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{file} is not valid JSON ({err}); re-save the model's config.") from err
-        return cls.from_dict(data)
+        if not os.path.exists(path):
+            from .errors import MissingFileError
+
+            raise MissingFileError(f"no checkpoint at {path!r}: point at a folder written by save_pretrained "
+                                   f"(transformers' or arcee_np's), holding config.json.")
+        return cls.from_dict(read_json(file, CONFIG_NAME, ConfigError), source=file)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``config.json`` into the folder ``path`` (created if needed)."""
@@ -197,39 +161,22 @@ def _default_labels(num_labels: int) -> tuple[dict, dict]:
 
 
 def _normalise_rope_scaling(scaling: dict | None, max_position_embeddings: int) -> dict | None:
-    """Validate ``rope_scaling`` and bring it to ``{"rope_type": ..., **params}``; None means plain RoPE.
+    """``rope_scaling`` (checked by check_config) as ``{"rope_type": ..., **params}``; None means plain RoPE.
 
-    Accepts the legacy ``type`` key (copied to ``rope_type`` as transformers does). For YaRN, a missing
+    The legacy ``type`` key becomes ``rope_type`` as transformers does. For YaRN, a missing
     ``original_max_position_embeddings`` defaults to ``max_position_embeddings`` and a missing ``factor``
     to ``max_position_embeddings / original_max_position_embeddings`` (transformers v5).
     """
     if scaling is None:
         return None
-    if not isinstance(scaling, dict):
-        raise ConfigError(f"rope_scaling must be a dict or null, got {type(scaling).__name__}.")
     scaling = dict(scaling)
     legacy_type = scaling.pop("type", None)
-    rope_type = scaling.get("rope_type", legacy_type)
-    if rope_type is None:
-        raise ConfigError("rope_scaling has no 'rope_type' (or legacy 'type'); set it to 'default' or 'yarn'.")
-    if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise ConfigError(
-            f"unknown rope_type {rope_type!r}; arcee_np supports {', '.join(map(repr, SUPPORTED_ROPE_TYPES))} "
-            f"(the types Arcee checkpoints use). Convert the checkpoint or drop rope_scaling for plain RoPE."
-        )
-    scaling["rope_type"] = rope_type
+    scaling.setdefault("rope_type", legacy_type)
     scaling.pop("rope_theta", None)
-    if rope_type == "default":
+    if scaling["rope_type"] == "default":
         return None
-    unknown = sorted(set(scaling) - set(YARN_KEYS) - {"rope_type"})
-    if unknown:
-        raise ConfigError(f"unknown YaRN parameter(s) {unknown}; known ones are {', '.join(YARN_KEYS)}.")
     original = scaling.get("original_max_position_embeddings") or max_position_embeddings
     scaling["original_max_position_embeddings"] = original
     if scaling.get("factor") is None:
         scaling["factor"] = max_position_embeddings / original
-    if not (isinstance(scaling["factor"], (int, float)) and scaling["factor"] >= 1.0):
-        raise ConfigError(f"YaRN factor must be a number >= 1, got {scaling['factor']!r}.")
-    if not math.isfinite(float(scaling["factor"])):
-        raise ConfigError("YaRN factor must be finite.")
     return scaling

@@ -29,6 +29,9 @@ import numpy as np
 from .blocks.namespace import array_namespace
 
 from .backend import to_device, to_numpy
+from .errors import InputError
+from .validation.generation import check_beams, check_generation_config, check_knob, check_length
+from .validation.values import require_int, require_real, require_token_ids
 
 NEG_INF = -math.inf
 DEFAULT_NEW_TOKENS = 20  # transformers' default max_length (20) counts new tokens when nothing sets a length
@@ -135,9 +138,7 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
     positions of every row) or per-row left-padding lengths [B]."""
 
     def __init__(self, penalty: float, prompt_ignore_length=None):
-        if not isinstance(penalty, (int, float)) or isinstance(penalty, bool) or not penalty > 0:
-            raise ValueError(f"repetition_penalty must be a number > 0 (1.0 = off), got {penalty!r}.")
-        self.penalty = float(penalty)
+        self.penalty = require_real("repetition_penalty", penalty, InputError, low=0, low_open=True)
         self.prompt_ignore_length = prompt_ignore_length
 
     def __call__(self, input_ids, scores):
@@ -157,12 +158,9 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
     follow the ``prompt_length_to_skip`` prompt tokens."""
 
     def __init__(self, prompt_length_to_skip: int, min_new_tokens: int, eos_token_id):
-        for name, value in (("prompt_length_to_skip", prompt_length_to_skip), ("min_new_tokens", min_new_tokens)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
-        self.prompt_length_to_skip = prompt_length_to_skip
-        self.min_new_tokens = min_new_tokens
-        self.eos_token_id = _id_list(eos_token_id)
+        self.prompt_length_to_skip = require_int("prompt_length_to_skip", prompt_length_to_skip, InputError, low=0)
+        self.min_new_tokens = require_int("min_new_tokens", min_new_tokens, InputError, low=0)
+        self.eos_token_id = require_token_ids("eos_token_id", eos_token_id, InputError)
 
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] - self.prompt_length_to_skip < self.min_new_tokens:
@@ -174,10 +172,7 @@ class TemperatureLogitsWarper(LogitsProcessor):
     """transformers' TemperatureLogitsWarper: ``scores / temperature``."""
 
     def __init__(self, temperature: float):
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
-            hint = " For greedy decoding use do_sample=False." if temperature == 0 else ""
-            raise ValueError(f"temperature must be a number > 0, got {temperature!r}.{hint}")
-        self.temperature = float(temperature)
+        self.temperature = require_real("temperature", temperature, InputError, low=0, low_open=True)
 
     def __call__(self, input_ids, scores):
         return apply_temperature(scores, self.temperature)
@@ -187,9 +182,9 @@ class TopKLogitsWarper(LogitsProcessor):
     """transformers' TopKLogitsWarper."""
 
     def __init__(self, top_k: int, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1):
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0:
-            raise ValueError(f"top_k must be an integer > 0 (0 or None turns top-k off in generate), got {top_k!r}.")
-        self.top_k, self.filter_value, self.min_tokens_to_keep = top_k, filter_value, min_tokens_to_keep
+        self.top_k = require_int("top_k (0 or None turns top-k off in generate)", top_k, InputError, low=1)
+        self.min_tokens_to_keep = require_int("min_tokens_to_keep", min_tokens_to_keep, InputError, low=1)
+        self.filter_value = filter_value
 
     def __call__(self, input_ids, scores):
         return top_k_filter(scores, self.top_k, self.min_tokens_to_keep, self.filter_value)
@@ -199,11 +194,9 @@ class TopPLogitsWarper(LogitsProcessor):
     """transformers' TopPLogitsWarper."""
 
     def __init__(self, top_p: float, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1):
-        if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 <= top_p <= 1:
-            raise ValueError(f"top_p must be a number in [0, 1] (1.0 = off), got {top_p!r}.")
-        if not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
-            raise ValueError(f"min_tokens_to_keep must be an integer >= 1, got {min_tokens_to_keep!r}.")
-        self.top_p, self.filter_value, self.min_tokens_to_keep = float(top_p), filter_value, min_tokens_to_keep
+        self.top_p = require_real("top_p (1.0 = off)", top_p, InputError, low=0, high=1)
+        self.min_tokens_to_keep = require_int("min_tokens_to_keep", min_tokens_to_keep, InputError, low=1)
+        self.filter_value = filter_value
 
     def __call__(self, input_ids, scores):
         return top_p_filter(scores, self.top_p, self.min_tokens_to_keep, self.filter_value)
@@ -237,15 +230,6 @@ class GenerationSettings:
     seed: int | None = None
 
 
-def _id_list(ids) -> list[int]:
-    """An eos id, a list of them, or None -> a list of ints."""
-    if ids is None:
-        return []
-    if isinstance(ids, (int, np.integer)):
-        return [int(ids)]
-    return [int(i) for i in ids]
-
-
 def _first(*values):
     """The first value that is not None."""
     return next((v for v in values if v is not None), None)
@@ -260,61 +244,44 @@ def resolve_settings(prompt_length: int, vocab_size: int, max_position_embedding
     generation_config.json as a dict), then (token ids only) ``model_tokens`` (the model config's
     eos/pad ids), then transformers' defaults. Lengths as transformers v5: ``max_new_tokens`` wins over
     ``max_length``; with neither, 20 new tokens (capped at ``max_position_embeddings``). A pad id that is
-    None becomes the first eos id. Raises ValueError naming the bad value and the fix."""
-    gen, tokens = dict(generation_config or {}), dict(model_tokens or {})
-    max_new_tokens = _first(max_new_tokens, None if max_length is not None else gen.get("max_new_tokens"))
-    max_length = _first(max_length, gen.get("max_length"))
-    if max_new_tokens is not None:
-        _check_int("max_new_tokens", max_new_tokens, 1)
-        total = prompt_length + max_new_tokens
-    elif max_length is not None:
-        _check_int("max_length", max_length, 1)
-        total = max_length
+    None becomes the first eos id. Every value is checked here (arcee_np.validation.generation): InputError
+    or InputTypeError for an argument, ConfigError for a generation config value; a sequence past
+    ``max_position_embeddings`` is refused."""
+    call = {name: check_knob(name, value) for name, value in dict(
+        max_new_tokens=max_new_tokens, max_length=max_length, min_new_tokens=min_new_tokens, do_sample=do_sample,
+        temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed).items()}
+    gen = check_generation_config(generation_config or {}, "generation_config")
+    check_beams(gen)
+    tokens = dict(model_tokens or {})
+    max_new = _first(call["max_new_tokens"], None if call["max_length"] is not None else gen.get("max_new_tokens"))
+    longest = _first(call["max_length"], gen.get("max_length"))
+    if max_new is not None:
+        total, asked = prompt_length + max_new, f"max_new_tokens={max_new}"
+    elif longest is not None:
+        total, asked = longest, f"max_length={longest}"
     else:
-        total = prompt_length + DEFAULT_NEW_TOKENS
+        total, asked = prompt_length + DEFAULT_NEW_TOKENS, f"the default of {DEFAULT_NEW_TOKENS} new tokens"
         if max_position_embeddings is not None:
             total = min(total, max_position_embeddings)
-    if prompt_length >= total:
-        raise ValueError(f"the prompt has {prompt_length} tokens but max_length is {total}: nothing is left to "
-                         f"generate. Set max_new_tokens (the number of tokens to add) instead.")
+    check_length(prompt_length, total, max_position_embeddings, asked)
+    eos = _first(call["eos_token_id"], gen.get("eos_token_id"), tokens.get("eos_token_id"))
+    pad = _first(call["pad_token_id"], gen.get("pad_token_id"), tokens.get("pad_token_id"))
     settings = GenerationSettings(
         max_length=total, prompt_length=prompt_length,
-        min_new_tokens=_first(min_new_tokens, gen.get("min_new_tokens"), 0),
-        do_sample=bool(_first(do_sample, gen.get("do_sample"), False)),
-        temperature=_first(temperature, gen.get("temperature"), 1.0),
-        top_k=_first(top_k, gen.get("top_k"), 50),
-        top_p=_first(top_p, gen.get("top_p"), 1.0),
-        repetition_penalty=_first(repetition_penalty, gen.get("repetition_penalty"), 1.0),
-        eos_token_id=_id_list(_first(eos_token_id, gen.get("eos_token_id"), tokens.get("eos_token_id"))),
-        pad_token_id=_first(pad_token_id, gen.get("pad_token_id"), tokens.get("pad_token_id")),
-        seed=seed,
+        min_new_tokens=_first(call["min_new_tokens"], gen.get("min_new_tokens"), 0),
+        do_sample=_first(call["do_sample"], gen.get("do_sample"), False),
+        temperature=_first(call["temperature"], gen.get("temperature"), 1.0),
+        top_k=_first(call["top_k"], gen.get("top_k"), 50),
+        top_p=_first(call["top_p"], gen.get("top_p"), 1.0),
+        repetition_penalty=_first(call["repetition_penalty"], gen.get("repetition_penalty"), 1.0),
+        eos_token_id=require_token_ids("eos_token_id", eos, InputError, vocab_size),
+        pad_token_id=None if pad is None else require_token_ids("pad_token_id", pad, InputError, vocab_size)[0],
+        seed=call["seed"],
     )
     if settings.pad_token_id is None and settings.eos_token_id:
         settings.pad_token_id = settings.eos_token_id[0]
-    _check_settings(settings, vocab_size)
     return settings
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-
-
-def _check_settings(s: GenerationSettings, vocab_size: int) -> None:
-    """Build every processor once (their constructors check their values) and check the token ids."""
-    _check_int("min_new_tokens", s.min_new_tokens, 0)
-    if s.top_k is not None:
-        _check_int("top_k", s.top_k, 0)
-    if s.seed is not None:
-        _check_int("seed", s.seed, 0)
-    build_processors(s, padding_lengths=None)
-    TemperatureLogitsWarper(s.temperature)
-    TopPLogitsWarper(s.top_p)
-    for name, ids in (("eos_token_id", s.eos_token_id), ("pad_token_id", _id_list(s.pad_token_id))):
-        bad = [i for i in ids if not 0 <= i < vocab_size]
-        if bad:
-            raise ValueError(f"{name} {bad} lies outside the vocabulary [0, {vocab_size}); pass the id your "
-                             f"tokenizer uses.")
 
 
 def build_processors(settings: GenerationSettings, padding_lengths=None) -> LogitsProcessorList:
@@ -354,13 +321,9 @@ def sample_from_scores(scores: np.ndarray, rng: np.random.Generator) -> np.ndarr
 def initial_mask(input_ids: np.ndarray, attention_mask, settings: GenerationSettings):
     """The prompt's attention mask as transformers' generate makes it: the given one, else inferred from the
     pad id when the prompt holds it and it is not an eos id, else all ones. input_ids: [B, T]. Returns
-    [B, T] int64."""
+    [B, T] int64 (a given mask is checked by generate: the prompt's shape, 0 and 1)."""
     if attention_mask is not None:
-        mask = np.asarray(to_numpy(attention_mask))
-        if mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask must have the prompt's shape {tuple(input_ids.shape)}, got "
-                             f"{tuple(mask.shape)}.")
-        return mask.astype(np.int64)
+        return np.asarray(to_numpy(attention_mask)).astype(np.int64)
     pad = settings.pad_token_id
     if pad is not None and (input_ids == pad).any() and pad not in settings.eos_token_id:
         return (input_ids != pad).astype(np.int64)
@@ -374,7 +337,8 @@ def generate_tokens(step, input_ids, settings: GenerationSettings, attention_mas
     step: ``(input_ids [B, t], attention_mask [B, S] or None, position_ids [B, t] or None, cache) -> logits
     [B, V]`` of the last position (any backend); it must append to ``cache``. With ``cache=None`` every step
     feeds the whole sequence. input_ids: [B, T] integers (left padding for batches). streamer: an object with
-    ``put(token_ids)`` (the prompt [B, T] first, then each step's [B] tokens) and ``end()``.
+    ``put(token_ids)`` (the prompt [B, T] first, then each step's [B] tokens) and ``end()``. The loop trusts
+    its arguments: ``ArceeForCausalLM.generate`` checks them (arcee_np.validation.generation).
     """
     ids = np.asarray(to_numpy(input_ids)).astype(np.int64)
     mask = initial_mask(ids, attention_mask, settings)

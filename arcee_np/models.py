@@ -15,16 +15,20 @@ import numpy as np
 from array_api_compat import is_cupy_array
 
 from .backend import DTYPES, device_of, namespace_for_device, resolve_dtype, to_device, to_numpy
-from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, lm_head, pool_positions,
-                     question_answering_loss, sequence_classification_loss, split_start_end,
-                     token_classification_loss)
+from .blocks import (causal_lm_loss, last_non_pad_index, linear, lm_head, pool_positions, question_answering_loss,
+                     sequence_classification_loss, split_start_end, token_classification_loss)
 from .cache import KVCache
 from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError, InputError
 from .generation import generate_tokens, resolve_settings
-from .inputs import check_inputs
 from .model import backbone
+from .validation.arguments import (ForwardInputs, check_class_labels, check_dtype, check_flag, check_float_labels,
+                                   check_forward_inputs, check_logits_to_keep, check_span_positions,
+                                   check_token_labels)
+from .validation.files import check_folder, read_json
+from .validation.finite import check_finite_output
+from .validation.generation import check_generation_config, check_prompt
 from .outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .trace import record
@@ -40,8 +44,7 @@ class ArceePreTrainedModel:
 
     def __init__(self, config: ArceeConfig, backbone_params: dict, head_params: dict | None = None,
                  dtype: str = "float32", device: str = "cpu"):
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+        check_dtype(dtype)
         self.config = config
         self.xp = namespace_for_device(device)
         self.device = device_of(self.xp)
@@ -66,19 +69,26 @@ class ArceePreTrainedModel:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu",
+                        check_finite: bool = True):
         """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded).
 
         dtype: "float32" (default), "float64" (golden mode: every step in float64) or "float16";
-        device: "cpu" (NumPy), "cuda" (CuPy) or "array_api_strict".
+        device: "cpu" (NumPy), "cuda" (CuPy) or "array_api_strict". Every weight is checked for NaN/Inf
+        (NonFiniteError naming the tensor); ``check_finite=False`` skips that, for speed or to inspect a
+        broken checkpoint.
         """
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+        check_dtype(dtype)
+        check_flag("check_finite", check_finite)
         namespace_for_device(device)  # fail on a bad device before reading any weights
+        path = check_folder(path, "checkpoint folder")
         config = ArceeConfig.from_pretrained(path)
-        tensors = read_checkpoint(path)
-        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config),
-                                                        cls.ignored_names(config))
+        tensors = read_checkpoint(path, check_finite=check_finite)
+        try:
+            backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config),
+                                                            cls.ignored_names(config))
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from None
         return cls(config, backbone_params, head_params, dtype=dtype, device=device)
 
     @classmethod
@@ -122,20 +132,27 @@ class ArceePreTrainedModel:
         return sum(int(np.prod(v.shape)) for v in (*self.params.values(), *self.head_params.values()))
 
     # ------------------------------------------------------------------ the backbone call
-    def _run_backbone(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                      inputs_embeds=None, use_cache=None, output_attentions=False, output_hidden_states=False,
-                      labels=None):
-        """Check the inputs, run the backbone; returns (BackboneOutput, cache or None, labels)."""
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
-        input_ids, inputs_embeds, attention_mask, position_ids, labels = check_inputs(
-            self.config, self.xp, self._dtype, input_ids, inputs_embeds, attention_mask, position_ids, past, labels)
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = KVCache(self.config.num_hidden_layers)
-        out = backbone(self.params, self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache,
-                       output_hidden_states, output_attentions)
-        return out, cache if use_cache or past_key_values is not None else None, labels
+    def _check_call(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                    inputs_embeds=None, use_cache=None, output_attentions=False,
+                    output_hidden_states=False) -> ForwardInputs:
+        """Every class's forward arguments, checked and on the model's backend (validation.arguments)."""
+        return check_forward_inputs(self.config, self.xp, self._dtype, input_ids, inputs_embeds, attention_mask,
+                                    position_ids, past_key_values, use_cache, output_attentions, output_hidden_states)
+
+    def _run_backbone(self, inputs: ForwardInputs):
+        """The backbone on checked inputs; returns BackboneOutput."""
+        return backbone(self.params, self.config, inputs.input_ids, inputs.inputs_embeds, inputs.attention_mask,
+                        inputs.position_ids, inputs.cache, inputs.output_hidden_states, inputs.output_attentions)
+
+    def _refuse_nonfinite(self, value, inputs: ForwardInputs, rerun, what: str = "logits") -> None:
+        """NonFiniteError when the output ``value`` holds NaN/Inf, naming the first intermediate that does
+        (``rerun()`` repeats the forward; the cache is first cropped back to what it held before)."""
+        def locate():
+            if inputs.cache is not None:
+                inputs.cache.crop(inputs.past_length)
+            rerun()
+
+        check_finite_output(value, f"the {what} of {type(self).__name__}", locate)
 
     def __repr__(self) -> str:
         c = self.config
@@ -152,27 +169,27 @@ class ArceeModel(ArceePreTrainedModel):
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                  inputs_embeds=None, use_cache=None, output_attentions=False, output_hidden_states=False):
         """input_ids [B, T] (or inputs_embeds [B, T, D]) -> BaseModelOutputWithPast."""
-        out, cache, _ = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
-                                           use_cache, output_attentions, output_hidden_states)
-        return BaseModelOutputWithPast(out.last_hidden_state, cache, out.hidden_states, out.attentions)
+        inputs = self._check_call(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                  use_cache, output_attentions, output_hidden_states)
+        return self._forward(inputs)
+
+    def _forward(self, inputs: ForwardInputs):
+        out = self._run_backbone(inputs)
+        self._refuse_nonfinite(out.last_hidden_state, inputs, lambda: self._forward(inputs), "hidden states")
+        return BaseModelOutputWithPast(out.last_hidden_state, inputs.cache if inputs.return_cache else None,
+                                       out.hidden_states, out.attentions)
 
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
 
-def read_generation_config(path) -> dict:
-    """A checkpoint folder's generation_config.json as a dict; {} when the folder has none."""
+def read_generation_config(path, vocab_size: int | None = None) -> dict:
+    """A checkpoint folder's generation_config.json as a dict ({} when the folder has none), its values
+    checked (ConfigError naming the file; token ids against ``vocab_size`` when given)."""
     file = os.path.join(os.fspath(path), GENERATION_CONFIG_NAME)
-    if not os.path.isfile(file):
+    if not os.path.exists(file):
         return {}
-    try:
-        with open(file, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{file} is not valid JSON ({err}); fix or delete it.") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file} must hold a JSON object of generation settings; fix or delete it.")
-    return data
+    return check_generation_config(read_json(file, GENERATION_CONFIG_NAME, ConfigError), file, vocab_size)
 
 
 class ArceeForCausalLM(ArceePreTrainedModel):
@@ -204,18 +221,21 @@ class ArceeForCausalLM(ArceePreTrainedModel):
         """input_ids [B, T] -> CausalLMOutputWithPast with logits [B, T', V] (T' from ``logits_to_keep``:
         an int keeps the last that many positions, 0 all; a 1-D index array keeps those) and, with labels
         [B, T] (-100 = ignored), the mean next-token cross-entropy."""
-        out, cache, labels = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values,
-                                                inputs_embeds, use_cache, output_attentions, output_hidden_states,
-                                                labels)
-        if not isinstance(logits_to_keep, int):
-            logits_to_keep = to_device(np.asarray(to_numpy(logits_to_keep), dtype=np.int64), self.xp)
-        logits = record("logits", lm_head(out.last_hidden_state, self.lm_head_weight, logits_to_keep))
-        loss = None
+        inputs = self._check_call(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                  use_cache, output_attentions, output_hidden_states)
         if labels is not None:
-            if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
-                raise ValueError("labels need the logits of every position: leave logits_to_keep at 0.")
-            loss = causal_lm_loss(logits, labels)
-        return CausalLMOutputWithPast(loss, logits, cache, out.hidden_states, out.attentions)
+            labels = check_token_labels(labels, inputs, self.config.vocab_size, "vocab_size", self.xp)
+        return self._forward(inputs, labels, check_logits_to_keep(logits_to_keep, inputs.length,
+                                                                  labels is not None, self.xp))
+
+    def _forward(self, inputs: ForwardInputs, labels=None, logits_to_keep=0):
+        """The forward of checked arguments (generate's steps call it directly)."""
+        out = self._run_backbone(inputs)
+        logits = record("logits", lm_head(out.last_hidden_state, self.lm_head_weight, logits_to_keep))
+        self._refuse_nonfinite(logits, inputs, lambda: self._forward(inputs, labels, logits_to_keep))
+        loss = None if labels is None else causal_lm_loss(logits, labels)
+        return CausalLMOutputWithPast(loss, logits, inputs.cache if inputs.return_cache else None, out.hidden_states,
+                                      out.attentions)
 
     # ------------------------------------------------------------------ generation
     @property
@@ -225,14 +245,17 @@ class ArceeForCausalLM(ArceePreTrainedModel):
 
     @generation_config.setter
     def generation_config(self, value: dict | None) -> None:
-        self.__dict__["_generation_config"] = dict(value or {})
+        self.__dict__["_generation_config"] = check_generation_config(value or {}, "model.generation_config",
+                                                                      self.config.vocab_size)
 
     @classmethod
-    def from_pretrained(cls, path, dtype="float32", device="cpu"):
-        """As ArceePreTrainedModel.from_pretrained, and reads generation_config.json (when present) into
-        ``model.generation_config``."""
-        model = super().from_pretrained(path, dtype=dtype, device=device)
-        model.generation_config = read_generation_config(path)
+    def from_pretrained(cls, path, dtype="float32", device="cpu", check_finite=True):
+        """As ArceePreTrainedModel.from_pretrained, and reads generation_config.json (when present, checked
+        before the weights are read) into ``model.generation_config``."""
+        generation_config = read_generation_config(check_folder(path, "checkpoint folder"),
+                                                   ArceeConfig.from_pretrained(path).vocab_size)
+        model = super().from_pretrained(path, dtype=dtype, device=device, check_finite=check_finite)
+        model.generation_config = generation_config
         return model
 
     def save_pretrained(self, path, max_shard_size=None):
@@ -244,10 +267,14 @@ class ArceeForCausalLM(ArceePreTrainedModel):
                 fh.write("\n")
 
     def _generation_step(self, input_ids, attention_mask, position_ids, cache):
-        """generate's step: the logits [B, V] of the last position, appending to ``cache``."""
-        out = self(input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :]
+        """generate's step: the logits [B, V] of the last position, appending to ``cache``. Its arguments
+        come from the loop (checked once by generate), so it skips the call's checks."""
+        batch, length = input_ids.shape
+        inputs = ForwardInputs(to_device(input_ids, self.xp), None,
+                               None if attention_mask is None else to_device(attention_mask, self.xp),
+                               None if position_ids is None else to_device(position_ids, self.xp),
+                               cache, cache.get_seq_length(), batch, length, True)
+        return self._forward(inputs, logits_to_keep=1).logits[:, -1, :]
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens=None, max_length=None, min_new_tokens=None,
                  do_sample=None, temperature=None, top_k=None, top_p=None, repetition_penalty=None,
@@ -262,13 +289,10 @@ class ArceeForCausalLM(ArceePreTrainedModel):
         from the model config (pad None -> the first eos). ``seed`` makes sampling reproducible. ``streamer``:
         ``put(token_ids)`` / ``end()`` as transformers' streamers (e.g. arcee_np.tokenizer.TextStreamer).
         Uses a KV cache preallocated to the final length and computes only the last position's logits.
+        Every argument is checked once, before the first step; the sequence may not pass
+        ``max_position_embeddings``; NaN/Inf logits raise NonFiniteError naming where they first appeared.
         """
-        ids = np.asarray(to_numpy(input_ids))
-        if ids.ndim == 1:
-            raise ValueError(f"input_ids must be 2-D [batch, seq], got shape {ids.shape}; add the batch axis: "
-                             f"input_ids[None, :].")
-        if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be 2-D [batch, seq] with at least one token, got shape {ids.shape}.")
+        ids, mask = check_prompt(input_ids, attention_mask, self.config.vocab_size, streamer)
         settings = resolve_settings(
             ids.shape[1], self.config.vocab_size, self.config.max_position_embeddings, self.generation_config,
             {"eos_token_id": self.config.eos_token_id, "pad_token_id": self.config.pad_token_id},
@@ -276,32 +300,10 @@ class ArceeForCausalLM(ArceePreTrainedModel):
             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed)
         cache = KVCache(self.config.num_hidden_layers, max_length=settings.max_length)
-        return generate_tokens(self._generation_step, ids, settings, attention_mask, cache, streamer)
+        return generate_tokens(self._generation_step, ids, settings, mask, cache, streamer)
 
 
 # ---------------------------------------------------------------------------------------------- other heads
-def _batch_size(input_ids, inputs_embeds) -> int:
-    """Rows of a forward call, read before any work (the full checks run in ``_run_backbone``)."""
-    source = input_ids if input_ids is not None else inputs_embeds
-    shape = np.shape(source) if isinstance(source, (list, tuple)) else tuple(source.shape)
-    return int(shape[0]) if len(shape) >= 2 else 1
-
-
-def _class_labels(labels, name: str, count: int, classes: int, per: str = "row"):
-    """Integer class labels flattened to [count], each in [0, classes) or -100 (ignored); a clear error if not."""
-    host = np.asarray(to_numpy(labels))
-    if host.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer class ids, got dtype {host.dtype}; convert with .astype('int64').")
-    if host.size != count:
-        raise ValueError(f"{name} must hold {count} class ids (one per {per}), got shape {tuple(host.shape)}.")
-    flat = host.reshape(-1).astype(np.int64)
-    bad = flat[((flat < 0) | (flat >= classes)) & (flat != IGNORE_INDEX)]
-    if bad.size:
-        raise ValueError(f"{name} must lie in [0, num_labels={classes}) or be {IGNORE_INDEX} (ignored); found "
-                         f"{bad[:5].tolist()}.")
-    return flat
-
-
 class ArceeForSequenceClassification(ArceePreTrainedModel):
     """The decoder with a classification head read at each row's last non-pad token (transformers'
     ArceeForSequenceClassification): ``score`` [num_labels, D], no bias."""
@@ -310,12 +312,12 @@ class ArceeForSequenceClassification(ArceePreTrainedModel):
     def head_shapes(cls, config):
         return {"score.weight": (config.num_labels, config.hidden_size)}
 
-    def _problem_type(self, labels: np.ndarray) -> str:
+    def _problem_type(self, labels) -> str:
         """``config.problem_type``, inferred and set on the config when None, as transformers does."""
         if self.config.problem_type is None:
             if self.config.num_labels == 1:
                 self.config.problem_type = "regression"
-            elif labels.dtype in (np.int32, np.int64):
+            elif np.asarray(to_numpy(labels)).dtype in (np.int32, np.int64):
                 self.config.problem_type = "single_label_classification"
             else:
                 self.config.problem_type = "multi_label_classification"
@@ -323,18 +325,12 @@ class ArceeForSequenceClassification(ArceePreTrainedModel):
 
     def _check_labels(self, labels, batch: int):
         """The labels for this config's problem type as a backend array ([B] ints, [B] / [B, C] floats)."""
-        host = np.asarray(to_numpy(labels))
-        problem_type, classes = self._problem_type(host), self.config.num_labels
+        problem_type, classes = self._problem_type(labels), self.config.num_labels
         if problem_type == "single_label_classification":
-            return to_device(_class_labels(host, "labels", batch, classes), self.xp)
-        if problem_type not in ("regression", "multi_label_classification"):
-            raise ValueError(f"config.problem_type {problem_type!r} is unknown; use 'regression', "
-                             f"'single_label_classification' or 'multi_label_classification'.")
+            return check_class_labels(labels, batch, classes, self.xp)
         want = (batch,) if problem_type == "regression" and classes == 1 else (batch, classes)
-        if host.size != int(np.prod(want)) or (len(want) == 2 and host.shape != want):
-            raise ValueError(f"labels for {problem_type} must be {list(want)} numbers, got shape {tuple(host.shape)}.")
-        loss_dtype = "float64" if self.dtype == "float64" else "float32"
-        return to_device(host.reshape(want).astype(loss_dtype), self.xp)
+        return check_float_labels(labels, want, problem_type, self.xp, "float64" if self.dtype == "float64" else
+                                  "float32")
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                  inputs_embeds=None, labels=None, use_cache=None, output_attentions=False, output_hidden_states=False):
@@ -342,27 +338,31 @@ class ArceeForSequenceClassification(ArceePreTrainedModel):
         last token that is not ``config.pad_token_id`` (left or right padding; the mask is not consulted) and,
         with labels, the loss of ``config.problem_type`` (inferred and set when None: regression for one label,
         single-label for integer labels, else multi-label)."""
-        batch = _batch_size(input_ids, inputs_embeds)
-        pad = self.config.pad_token_id
-        if pad is None and batch != 1:
-            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined: set config.pad_token_id "
+        inputs = self._check_call(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                  use_cache, output_attentions, output_hidden_states)
+        if self.config.pad_token_id is None and inputs.batch != 1:
+            raise InputError("Cannot handle batch sizes > 1 if no padding token is defined: set config.pad_token_id "
                              "(the id your tokenizer pads with).")
         if labels is not None:
-            labels = self._check_labels(labels, batch)
-        out, cache, _ = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
-                                           use_cache, output_attentions, output_hidden_states)
+            labels = self._check_labels(labels, inputs.batch)
+        return self._forward(inputs, labels)
+
+    def _forward(self, inputs: ForwardInputs, labels=None):
+        out = self._run_backbone(inputs)
         logits = record("logits", linear(out.last_hidden_state, self.head_params["score.weight"]))  # [B, T, C]
-        length = logits.shape[1]
-        if pad is not None and input_ids is not None:
-            index = last_non_pad_index(to_device(np.asarray(to_numpy(input_ids), dtype=np.int64), self.xp), pad)
+        self._refuse_nonfinite(logits, inputs, lambda: self._forward(inputs, labels))
+        pad = self.config.pad_token_id
+        if pad is not None and inputs.input_ids is not None:
+            index = last_non_pad_index(inputs.input_ids, pad)
         else:
             if pad is not None:
                 warnings.warn(f"{type(self).__name__} does not detect padding in inputs_embeds: it pools the last "
-                              f"position of every row.", stacklevel=2)
-            index = self.xp.full((batch,), length - 1, dtype=self.xp.int64)
+                              f"position of every row.", stacklevel=3)
+            index = self.xp.full((inputs.batch,), inputs.length - 1, dtype=self.xp.int64)
         pooled = pool_positions(logits, index)  # [B, C]
         loss = None if labels is None else sequence_classification_loss(pooled, labels, self.config.problem_type)
-        return SequenceClassifierOutputWithPast(loss, pooled, cache, out.hidden_states, out.attentions)
+        return SequenceClassifierOutputWithPast(loss, pooled, inputs.cache if inputs.return_cache else None,
+                                                out.hidden_states, out.attentions)
 
 
 class ArceeForQuestionAnswering(ArceePreTrainedModel):
@@ -381,19 +381,17 @@ class ArceeForQuestionAnswering(ArceePreTrainedModel):
         """input_ids [B, T] -> QuestionAnsweringModelOutput with start_logits, end_logits [B, T] and, when both
         start_positions and end_positions ([B] integers) are given, the mean of the two cross-entropies;
         positions are clamped to [0, T] and T (past the end) is ignored."""
-        batch = _batch_size(input_ids, inputs_embeds)
-        positions = []
-        for name, value in (("start_positions", start_positions), ("end_positions", end_positions)):
-            if value is not None:
-                host = np.asarray(to_numpy(value))
-                if host.dtype.kind not in "iu" or host.size != batch:
-                    raise ValueError(f"{name} must be {batch} integer token positions (one per row), got dtype "
-                                     f"{host.dtype} and shape {tuple(host.shape)}.")
-                positions.append(to_device(host.reshape(-1).astype(np.int64), self.xp))
-        out, _, _ = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
-                                       False, output_attentions, output_hidden_states)
+        inputs = self._check_call(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, False,
+                                  output_attentions, output_hidden_states)
+        positions = [check_span_positions(name, value, inputs.batch, self.xp) for name, value in
+                     (("start_positions", start_positions), ("end_positions", end_positions)) if value is not None]
+        return self._forward(inputs, positions)
+
+    def _forward(self, inputs: ForwardInputs, positions=()):
+        out = self._run_backbone(inputs)
         logits = record("logits", linear(out.last_hidden_state, self.head_params["qa_outputs.weight"],
                                          self.head_params["qa_outputs.bias"]))  # [B, T, 2]
+        self._refuse_nonfinite(logits, inputs, lambda: self._forward(inputs, positions))
         start_logits, end_logits = split_start_end(logits)
         loss = question_answering_loss(start_logits, end_logits, *positions) if len(positions) == 2 else None
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
@@ -415,12 +413,16 @@ class ArceeForTokenClassification(ArceePreTrainedModel):
                  inputs_embeds=None, labels=None, use_cache=None, output_attentions=False, output_hidden_states=False):
         """input_ids [B, T] -> TokenClassifierOutput with logits [B, T, num_labels] and, with labels [B, T]
         (class ids, -100 = ignored), the mean cross-entropy over the labelled tokens."""
+        inputs = self._check_call(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                  use_cache, output_attentions, output_hidden_states)
         if labels is not None:
-            host = np.asarray(to_numpy(labels))
-            _class_labels(host, "labels", host.size, self.config.num_labels, "token")  # the values; shapes: _run_backbone
-        out, _, labels = self._run_backbone(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
-                                            use_cache, output_attentions, output_hidden_states, labels)
+            labels = check_token_labels(labels, inputs, self.config.num_labels, "num_labels", self.xp)
+        return self._forward(inputs, labels)
+
+    def _forward(self, inputs: ForwardInputs, labels=None):
+        out = self._run_backbone(inputs)
         logits = record("logits", linear(out.last_hidden_state, self.head_params["score.weight"],
                                          self.head_params.get("score.bias")))  # [B, T, C]
+        self._refuse_nonfinite(logits, inputs, lambda: self._forward(inputs, labels))
         loss = None if labels is None else token_classification_loss(logits, labels)
         return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)

@@ -27,6 +27,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .backend import to_numpy
+from .errors import NonFiniteError
 
 _active: list["Trace"] = []
 
@@ -73,19 +74,16 @@ def _matches(pattern, name: str) -> bool:
     return bool(pattern(name))
 
 
-class NonFiniteError(FloatingPointError):
-    """A named intermediate holds NaN or Inf. ``name``, ``value``, ``trace`` (what was recorded so far) and
-    ``previous`` (``(name, max |x|, dtype)`` of the last finite tensor, or None) say where."""
-
-    def __init__(self, name, value, trace, previous):
-        self.name, self.value, self.trace, self.previous = name, value, trace, previous
-        host = to_numpy(value)
-        nans, infs = int(np.isnan(host).sum()), int(np.isinf(host).sum())
-        message = f"non-finite values in {name} ({host.dtype}, shape {tuple(host.shape)}): {nans} NaN, {infs} Inf"
-        if previous is not None:
-            message += f"; the tensor before it, {previous[0]}, was finite with max |x| = {previous[1]:.3g}"
-        hint = _nonfinite_hint(name, host.dtype, previous)
-        super().__init__(message + (f" -> {hint}" if hint else ""))
+def _nonfinite_error(name, value, trace, previous) -> NonFiniteError:
+    """The sentinel's error: where, how many NaN/Inf, the last finite tensor and the likely cause."""
+    host = to_numpy(value)
+    nans, infs = int(np.isnan(host).sum()), int(np.isinf(host).sum())
+    message = f"{name} ({host.dtype}, shape {tuple(host.shape)}): {nans} NaN, {infs} Inf"
+    if previous is not None:
+        message += f"; the tensor before it, {previous[0]}, was finite with max |x| = {previous[1]:.3g}"
+    hint = _nonfinite_hint(name, host.dtype, previous)
+    return NonFiniteError("non-finite values in " + message + (f" -> {hint}" if hint else ""), name, value, trace,
+                          previous)
 
 
 def _nonfinite_hint(name, dtype, previous) -> str:
@@ -146,7 +144,7 @@ class Trace(dict):
     def _check_finite(self, name, value) -> None:
         xp = array_namespace(value)
         if not bool(xp.all(xp.isfinite(value))):
-            raise NonFiniteError(name, value, self, self._last_finite)
+            raise _nonfinite_error(name, value, self, self._last_finite)
         largest = float(xp.max(xp.abs(value))) if value.size else 0.0
         self._last_finite = (name, largest, value.dtype)
 
@@ -157,6 +155,11 @@ def record(name: str, value):
         for t in _active:
             t.see(name, value)
     return value
+
+
+def tracing() -> bool:
+    """Whether a trace is active (its intermediates are being recorded or checked)."""
+    return bool(_active)
 
 
 def tap(prefix: str):

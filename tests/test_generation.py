@@ -166,10 +166,10 @@ def test_pad_defaults_to_eos_and_eos_list():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(max_length=6), "nothing is left to generate"),
     (dict(max_new_tokens=0), "max_new_tokens must be an integer >= 1"),
-    (dict(do_sample=True, temperature=0.0), "temperature must be a number > 0"),
-    (dict(top_p=1.5), r"top_p must be a number in \[0, 1\]"),
+    (dict(do_sample=True, temperature=0.0), "temperature must be a finite number > 0"),
+    (dict(top_p=1.5), r"top_p must be a finite number in \[0, 1\]"),
     (dict(top_k=-1), "top_k must be an integer >= 0"),
-    (dict(repetition_penalty=0), "repetition_penalty must be a number > 0"),
+    (dict(repetition_penalty=0), "repetition_penalty must be a finite number > 0"),
     (dict(eos_token_id=99), r"eos_token_id \[99\] lies outside the vocabulary"),
     (dict(seed=-1), "seed must be an integer >= 0"),
 ])

@@ -148,7 +148,7 @@ def test_errors_name_the_problem():
     tok = ArceeForTokenClassification.from_config(small_config(num_labels=2))
     with pytest.raises(ValueError, match="labels must be"):
         tok(np.array([[3, 4], [5, 6]]), labels=np.array([[0, 1, 1], [0, 1, 1]]))
-    with pytest.raises(TypeError, match="integer class ids"):
+    with pytest.raises(TypeError, match="labels must hold integers"):
         tok(np.array([[3, 4]]), labels=np.array([[0.0, 1.0]]))
 
 

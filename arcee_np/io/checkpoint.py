@@ -1,7 +1,8 @@
 """Checkpoints: safetensors in and out, transformers' tensor names and shapes, validation.
 
 Reading goes through ``safetensors.py`` (a parser over a memory map: no second copy in memory, clear
-errors for truncated or malformed files); writing uses the ``safetensors`` package. Never pickle:
+errors for truncated or malformed files); writing uses the ``safetensors`` package. The checks of the
+index and of the tensors against the config live in ``arcee_np.validation.checkpoint``. Never pickle:
 ``pytorch_model.bin`` checkpoints are refused with the way to convert them.
 """
 
@@ -12,7 +13,11 @@ import os
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, MissingFileError
+from ..validation.checkpoint import (FLOAT_DTYPES, check_index, check_layer_count, check_shards_match_index,
+                                     mismatch_error)
+from ..validation.files import check_folder
+from ..validation.finite import check_finite_weights
 from .safetensors import read_safetensors
 
 WEIGHTS_NAME = "model.safetensors"
@@ -21,37 +26,44 @@ INDEX_NAME = "model.safetensors.index.json"
 
 def checkpoint_files(folder: str | os.PathLike) -> list[str]:
     """The safetensors file(s) of a checkpoint folder: one ``model.safetensors`` or the shards of an index."""
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"checkpoint folder {folder!r} does not exist.")
+    return _weights_files(folder)[0]
+
+
+def _weights_files(folder) -> tuple[list[str], dict[str, str] | None]:
+    """(the safetensors files, the index's tensor -> shard map or None for a single file) of ``folder``."""
+    folder = check_folder(folder, "checkpoint folder")
     single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, INDEX_NAME)
-    if os.path.isfile(single):
-        return [single]
-    if os.path.isfile(index):
-        with open(index, encoding="utf-8") as fh:
-            try:
-                weight_map = json.load(fh)["weight_map"]
-            except (json.JSONDecodeError, KeyError) as err:
-                raise CheckpointError(f"{index} is malformed ({err!r}); it needs a 'weight_map'.") from err
-        files = [os.path.join(folder, f) for f in sorted(set(weight_map.values()))]
-        missing = [f for f in files if not os.path.isfile(f)]
-        if missing:
-            raise CheckpointError(f"{index} names shard(s) that are missing: {', '.join(missing)}.")
-        return files
+    if os.path.exists(single):
+        return [single], None
+    if os.path.exists(index):
+        weight_map = check_index(index, folder)
+        return sorted(set(weight_map.values())), weight_map
     if any(f.endswith((".bin", ".pt", ".pth")) for f in os.listdir(folder)):
         raise CheckpointError(
-            f"{folder} holds only PyTorch pickle weights; arcee_np never unpickles. Convert once with "
-            f"transformers: AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, "
+            f"{folder} holds only PyTorch pickle weights (pytorch_model.bin ...); arcee_np never unpickles. Convert "
+            f"once with transformers: AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, "
             f"safe_serialization=True)."
         )
-    raise CheckpointError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {folder}.")
+    raise MissingFileError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {folder}: it is not a safetensors checkpoint.")
 
 
-def read_checkpoint(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a checkpoint folder (single file or sharded), name -> NumPy array."""
+def read_checkpoint(folder: str | os.PathLike, check_finite: bool = True) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint folder (single file or sharded), name -> NumPy array.
+
+    A sharded checkpoint's shards must hold exactly what its index says. ``check_finite``: refuse a
+    floating-point tensor holding NaN or Inf (NonFiniteError naming the file and the tensor).
+    """
+    files, weight_map = _weights_files(folder)
     tensors: dict[str, np.ndarray] = {}
-    for file in checkpoint_files(folder):
-        tensors.update(read_safetensors(file))
+    names_by_file = {}
+    for file in files:
+        shard = read_safetensors(file)
+        if check_finite:
+            check_finite_weights(shard, file)
+        names_by_file[file] = list(shard)
+        tensors.update(shard)
+    if weight_map is not None:
+        check_shards_match_index(os.path.join(os.fspath(folder), INDEX_NAME), weight_map, names_by_file)
     return tensors
 
 
@@ -92,9 +104,10 @@ def split_checkpoint(tensors: dict, config, prefix: str, head_shapes: dict, igno
     when embeddings are tied). Raises CheckpointError listing every missing, unexpected and mis-shaped
     tensor at once.
     """
+    check_layer_count(tensors, config.num_hidden_layers)  # before listing every tensor of every layer
     expected_backbone = backbone_shapes(config)
     source_prefix = _backbone_prefix(tensors, prefix)
-    backbone, head, unexpected, misshaped = {}, {}, [], []
+    backbone, head, unexpected, misshaped, not_float = {}, {}, [], [], []
     for name, array in tensors.items():
         if source_prefix is not None and name.startswith(source_prefix) and \
                 name[len(source_prefix):] in expected_backbone:
@@ -108,20 +121,13 @@ def split_checkpoint(tensors: dict, config, prefix: str, head_shapes: dict, igno
             continue
         if tuple(array.shape) != tuple(want):
             misshaped.append(f"{name}: checkpoint {tuple(array.shape)}, config wants {tuple(want)}")
+        if str(array.dtype) not in FLOAT_DTYPES:
+            not_float.append(f"{name} ({array.dtype})")
         target[local] = array
     missing = [prefix + n for n in expected_backbone if n not in backbone]
     missing += [n for n in head_shapes if n not in head]
-    if missing or unexpected or misshaped:
-        lines = ["the checkpoint does not match the model's config:"]
-        if missing:
-            lines.append(f"  missing ({len(missing)}): " + ", ".join(missing))
-        if unexpected:
-            lines.append(f"  unexpected ({len(unexpected)}): " + ", ".join(sorted(unexpected)))
-        if misshaped:
-            lines.append(f"  wrong shape ({len(misshaped)}): " + "; ".join(misshaped))
-        lines.append("Check that config.json belongs to these weights and that the model class matches the "
-                     "checkpoint (ArceeForCausalLM, ArceeModel, ArceeForSequenceClassification ...).")
-        raise CheckpointError("\n".join(lines))
+    if missing or unexpected or misshaped or not_float:
+        raise mismatch_error(missing, unexpected, misshaped, not_float)
     return backbone, head
 
 
