@@ -9,16 +9,19 @@ Quick use::
 
 from .cache import KVCache
 from .config import ArceeConfig
-from .errors import CheckpointError, ConfigError
+from .errors import (ArceeError, CacheError, CheckpointError, ConfigError, DeviceError, FileAccessError, InputError,
+                     InputTypeError, MissingFileError, NonFiniteError, TokenizerError, TraceFileError, UsageError)
 from .models import (ArceeForCausalLM, ArceeForQuestionAnswering, ArceeForSequenceClassification,
                      ArceeForTokenClassification, ArceeModel, ArceePreTrainedModel)
 from .outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithPast, TokenClassifierOutput
 from .shipped import default_model_path
-from .trace import NonFiniteError, detect_nonfinite, trace
+from .trace import detect_nonfinite, trace
 
 __version__ = "0.1.0"
 
-__all__ = ["ArceeConfig", "ArceeForCausalLM", "ArceeForQuestionAnswering", "ArceeForSequenceClassification",
-           "ArceeForTokenClassification", "ArceeModel", "ArceePreTrainedModel", "CheckpointError", "ConfigError",
-           "KVCache", "NonFiniteError", "QuestionAnsweringModelOutput", "SequenceClassifierOutputWithPast",
-           "TokenClassifierOutput", "default_model_path", "detect_nonfinite", "trace", "__version__"]
+__all__ = ["ArceeConfig", "ArceeError", "ArceeForCausalLM", "ArceeForQuestionAnswering", "ArceeForSequenceClassification",
+           "ArceeForTokenClassification", "ArceeModel", "ArceePreTrainedModel", "CacheError", "CheckpointError",
+           "ConfigError", "DeviceError", "FileAccessError", "InputError", "InputTypeError", "KVCache",
+           "MissingFileError", "NonFiniteError", "QuestionAnsweringModelOutput", "SequenceClassifierOutputWithPast",
+           "TokenClassifierOutput", "TokenizerError", "TraceFileError", "UsageError", "default_model_path",
+           "detect_nonfinite", "trace", "__version__"]

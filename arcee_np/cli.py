@@ -6,10 +6,12 @@
     arcee-np trace / compare ...               debugging tools (arcee_np/oracle/cli.py)
 
 Each subcommand is a ``cmd_<name>(args) -> exit status`` function registered in ``build_parser()``; add a
-command by adding a parser there with ``set_defaults(func=...)``. A bad path, flag or value ends in one
-line on stderr and a non-zero exit status (2 for usage errors, 1 for failures), never a traceback
-(set ARCEE_NP_DEBUG=1 to see one).
-docs/cli.md documents every command and flag.
+command by adding a parser there with ``set_defaults(func=...)``. ``main`` runs every command through
+``run_command``, the one place errors become one line on stderr and an exit status: 2 for usage errors
+(argparse's, and UsageError: what the command line names cannot be used), 1 for every other failure
+(any arcee_np error, out of memory, an error from a library below), never a traceback (set
+ARCEE_NP_DEBUG=1 to see one). Flag values and paths are checked by arcee_np/validation/cli.py before any
+work. docs/cli.md documents every command and flag.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ import argparse
 import json
 import os
 import sys
+import warnings
+
+from .errors import ArceeError, UsageError
+from .validation.cli import (check_model_folder, check_prompt_text, non_negative_int, positive_float, positive_int,
+                             probability)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DTYPE_BYTES = {"float32": 4, "float16": 2, "float64": 8}  # the dtypes arcee_np computes in
@@ -28,27 +35,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-# ---------------------------------------------------------------------------------------------- value types
-def _number(kind, test, wanted):
-    """An argparse type: ``kind(text)`` that passes ``test``, else a one-line error saying what is wanted."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
-        return value
-    parse.__name__ = wanted
-    return parse
-
-
-positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
-non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number(float, lambda v: v > 0 and v == v and v != float("inf"), "a number > 0")
-probability = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -122,11 +108,7 @@ def _model_path(args) -> str:
         from .shipped import default_model_path
 
         return default_model_path()
-    path = os.path.expanduser(args.model)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"--model {args.model!r} is not a folder; give a checkpoint folder (config.json, "
-                                f"model.safetensors, tokenizer.json).")
-    return path
+    return check_model_folder(args.model)
 
 
 # ---------------------------------------------------------------------------------------------- generate
@@ -136,20 +118,17 @@ def cmd_generate(args) -> int:
     from .io.tokenizer import ArceeTokenizer, TextStreamer
 
     path = _model_path(args)
+    prompt = check_prompt_text(args.prompt) if args.prompt is not None else _read_stdin()
     tokenizer = ArceeTokenizer.from_pretrained(path)
-    prompt = args.prompt
-    if prompt is None and not sys.stdin.isatty():
-        prompt = sys.stdin.read()
-    prompt = prompt or ""
     if args.chat:
         if tokenizer.chat_template is None:
-            raise ValueError("--chat needs a tokenizer with a chat template and this model has none: drop --chat.")
+            raise UsageError("--chat needs a tokenizer with a chat template and this model has none: drop --chat.")
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                             return_dict=False)
     else:
         ids = tokenizer.encode(prompt)
     if not ids:
-        raise ValueError("the prompt is empty and the tokenizer adds no bos token: give a PROMPT.")
+        raise UsageError("the prompt is empty and the tokenizer adds no bos token: give a PROMPT.")
     model = ArceeForCausalLM.from_pretrained(path, dtype=args.dtype, device=args.device)
     sampling = args.temperature is not None or args.top_k is not None or args.top_p is not None
     do_sample = False if args.greedy else (True if sampling else None)
@@ -161,6 +140,17 @@ def cmd_generate(args) -> int:
                    top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
                    streamer=streamer)
     return EXIT_OK
+
+
+def _read_stdin() -> str:
+    """The prompt from stdin when it is piped ("" when it is a terminal), as UTF-8 text."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return ""
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"the prompt on stdin is not UTF-8 text (byte {err.start}); pipe UTF-8 text.") from None
 
 
 # ---------------------------------------------------------------------------------------------- info
@@ -241,22 +231,56 @@ def _one_line(err: BaseException) -> str:
     return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
 
 
+def failure(err: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) for an error a command ended with."""
+    if isinstance(err, UsageError):
+        return EXIT_USAGE, _one_line(err)
+    if isinstance(err, ArceeError):
+        return EXIT_FAILURE, _one_line(err)
+    if isinstance(err, MemoryError):
+        detail = f" ({_one_line(err)})" if str(err) else ""
+        return EXIT_FAILURE, (f"out of memory{detail}: the model or the request is too large for this machine; try "
+                              f"fewer tokens, a smaller --dtype or a smaller model.")
+    if isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename!r}" if err.filename else ""
+        return EXIT_FAILURE, f"{err.strerror}{where}."
+    origin = type(err).__module__.split(".")[0]
+    below = f"in {origin} " if origin not in ("builtins", "arcee_np", "__main__") else ""
+    return EXIT_FAILURE, (f"internal error {below}({type(err).__name__}: {_one_line(err)}); set ARCEE_NP_DEBUG=1 "
+                          f"for the traceback and report it.")
+
+
+def _warning_line(command: str):
+    """A warnings.showwarning that prints ``arcee-np COMMAND: warning: ...`` on one line of stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"arcee-np {command}: warning: {_one_line(message)}", file=sys.stderr)
+    return show
+
+
+def run_command(args) -> int:
+    """Run ``args.func(args)`` and return its exit status; every error ends as one line on stderr (failure())."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line(args.command)
+        try:
+            return int(args.func(args) or EXIT_OK)
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # `arcee-np generate | head`
+            return EXIT_OK
+        except (SystemExit, GeneratorExit):
+            raise
+        except BaseException as err:  # noqa: BLE001 - every error ends as one line (Rust panics are BaseExceptions)
+            if os.environ.get("ARCEE_NP_DEBUG"):
+                raise
+            status, message = failure(err)
+            print(f"arcee-np {args.command}: error: {message}", file=sys.stderr)
+            return status
+
+
 def main(argv=None) -> int:
     """Entry point of the ``arcee-np`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or EXIT_OK)
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `arcee-np generate | head`
-        return EXIT_OK
-    except (OSError, ValueError, TypeError, RuntimeError, LookupError) as err:
-        if os.environ.get("ARCEE_NP_DEBUG"):
-            raise
-        print(f"arcee-np {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_FAILURE
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def test_missing_or_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         ArceeTokenizer.from_pretrained(tmp_path)
     (tmp_path / "tokenizer.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a valid tokenizer.json"):
+    with pytest.raises(ValueError, match="tokenizer.json is not valid JSON"):
         ArceeTokenizer.from_pretrained(tmp_path)
 
 

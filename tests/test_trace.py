@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from arcee_np import CheckpointError, trace
+from arcee_np import TraceFileError, trace
 from arcee_np.trace import (LAYER_LEVEL, NonFiniteError, Trace, _active, detect_nonfinite, record, tap,
                             trace_names)
 from arcee_np.oracle.tracefile import load_trace, save_trace, trace_model
@@ -173,7 +173,7 @@ def test_trace_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="arcee-np trace"):
         load_trace(tmp_path / "missing.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00")
-    with pytest.raises(CheckpointError, match="truncated"):
+    with pytest.raises(TraceFileError, match="truncated"):
         load_trace(tmp_path / "bad.safetensors")
     with pytest.raises(ValueError, match="reserved"):
         save_trace(Trace() | {"inputs.x": np.zeros(1)}, tmp_path / "x.safetensors")

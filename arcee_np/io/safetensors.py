@@ -37,6 +37,11 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {entry.name: _tensor_from_buffer(entry, buffer, header.data_start) for entry in header.entries}
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` of a ``.safetensors`` file (its header checked as read_safetensors does)."""
+    return read_header(os.fspath(path), _DTYPES).metadata
+
+
 def _tensor_from_buffer(entry, buffer, data_start) -> np.ndarray:
     """One tensor of a checked header, as a NumPy array over ``buffer``."""
     dtype = _DTYPES[entry.dtype]

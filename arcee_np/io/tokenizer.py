@@ -27,10 +27,14 @@ from datetime import datetime
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError, TokenizerError
+from ..validation.files import check_folder, read_json, read_text
+from ..validation.tokenizer import (SPECIAL_TOKEN_NAMES, chat_template_errors, check_chat_template, check_conversation,
+                                    check_text, check_token_ids, check_tokenizer_config, read_tokenizer_json)
+
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
-SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
 
 
 def _token_text(value) -> str | None:
@@ -45,11 +49,15 @@ class ArceeTokenizer:
     ``encode``, ``decode``, ``batch_decode``, ``__call__`` (batches, padding), ``apply_chat_template``,
     the special tokens and their ids."""
 
-    def __init__(self, tokenizer, config: dict | None = None, chat_template: str | dict | None = None):
+    def __init__(self, tokenizer, config: dict | None = None, chat_template: str | dict | None = None,
+                 config_source: str = "the tokenizer config", template_source: str | None = None):
+        """``config``: tokenizer_config.json's settings; ``chat_template``: a template that overrides the config's;
+        ``config_source`` / ``template_source``: where they came from, for error messages."""
         from tokenizers import processors
 
         self._tokenizer = tokenizer
-        config = dict(config or {})
+        config = check_tokenizer_config(config or {}, config_source)
+        check_chat_template(chat_template, template_source or "the chat_template argument")
         self.init_config = config
         for name in SPECIAL_TOKEN_NAMES:
             setattr(self, name, _token_text(config.get(name)))
@@ -72,36 +80,20 @@ class ArceeTokenizer:
         self.clean_up_tokenization_spaces = bool(config.get("clean_up_tokenization_spaces", False))
         self.model_max_length = config.get("model_max_length")
         self.chat_template = chat_template if chat_template is not None else config.get("chat_template")
+        self.chat_template_source = template_source if chat_template is not None else config_source
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "ArceeTokenizer":
         """Read tokenizer.json, tokenizer_config.json (optional) and chat_template.jinja (optional) from a folder."""
-        from tokenizers import Tokenizer
-
-        folder = os.fspath(path)
-        file = os.path.join(folder, TOKENIZER_FILE)
-        if not os.path.isfile(file):
-            raise FileNotFoundError(f"no {TOKENIZER_FILE} in {folder!r}: arcee_np reads the fast-tokenizer file that "
-                                    f"transformers' save_pretrained writes (tokenizer.json).")
-        try:
-            tokenizer = Tokenizer.from_file(file)
-        except Exception as err:  # the tokenizers library raises plain Exceptions on bad files
-            raise ValueError(f"{file} is not a valid tokenizer.json ({err}).") from err
-        config = {}
+        folder = check_folder(path, "tokenizer folder")
+        tokenizer = read_tokenizer_json(os.path.join(folder, TOKENIZER_FILE))
         config_file = os.path.join(folder, TOKENIZER_CONFIG_FILE)
-        if os.path.isfile(config_file):
-            try:
-                with open(config_file, encoding="utf-8") as fh:
-                    config = json.load(fh)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{config_file} is not valid JSON ({err}); fix or delete it.") from err
-        template = None
+        config = read_json(config_file, TOKENIZER_CONFIG_FILE, TokenizerError) if os.path.exists(config_file) else {}
         template_file = os.path.join(folder, CHAT_TEMPLATE_FILE)
-        if os.path.isfile(template_file):
-            with open(template_file, encoding="utf-8") as fh:
-                template = fh.read()
-        return cls(tokenizer, config, template)
+        template = read_text(template_file, CHAT_TEMPLATE_FILE, TokenizerError) if os.path.exists(template_file) \
+            else None
+        return cls(tokenizer, config, template, config_source=config_file, template_source=template_file)
 
     # ------------------------------------------------------------------ special tokens
     @property
@@ -140,17 +132,11 @@ class ArceeTokenizer:
     # ------------------------------------------------------------------ encoding and decoding
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """``text`` -> token ids (with bos/eos as the tokenizer's config adds them)."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes a string, got {type(text).__name__}; for several texts call the tokenizer "
-                            f"on a list.")
-        return self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        return self._tokenizer.encode(check_text(text), add_special_tokens=add_special_tokens).ids
 
     def decode(self, token_ids, skip_special_tokens: bool = False) -> str:
-        """Token ids (a list, a 1-D array or one int) -> text."""
-        if isinstance(token_ids, (int, np.integer)):
-            token_ids = [token_ids]
-        text = self._tokenizer.decode([int(i) for i in np.asarray(token_ids).reshape(-1)],
-                                      skip_special_tokens=skip_special_tokens)
+        """Token ids (a list, a 1-D array or one int) -> text. Ids outside the vocabulary are refused."""
+        text = self._tokenizer.decode(check_token_ids(token_ids, len(self)), skip_special_tokens=skip_special_tokens)
         if self.clean_up_tokenization_spaces and type(self._tokenizer.model).__name__ != "BPE":
             for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
                                   (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
@@ -170,19 +156,21 @@ class ArceeTokenizer:
         return_tensors: None (lists) or "np" (int64 arrays [B, T]; needs equal lengths or padding).
         """
         single = isinstance(text, str)
-        texts = [text] if single else list(text)
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("the tokenizer takes a string or a list of strings.")
-        rows = [self.encode(t, add_special_tokens=add_special_tokens) for t in texts]
-        masks = [[1] * len(r) for r in rows]
+        texts = [text] if single else list(text) if isinstance(text, (list, tuple)) else None
+        if texts is None or not all(isinstance(t, str) for t in texts):
+            raise InputTypeError(f"the tokenizer takes a string or a list of strings, got {type(text).__name__}.")
         if padding not in (False, True, "longest", "do_not_pad"):
-            raise ValueError(f"padding must be False, True or 'longest', got {padding!r}.")
+            raise InputError(f"padding must be False, True or 'longest', got {padding!r}.")
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}.")
+            raise InputError(f"padding_side must be 'left' or 'right', got {side!r}.")
+        if return_tensors not in (None, "np"):
+            raise InputError(f"return_tensors must be None or 'np' (arcee_np uses NumPy), got {return_tensors!r}.")
+        rows = [self.encode(t, add_special_tokens=add_special_tokens) for t in texts]
+        masks = [[1] * len(r) for r in rows]
         if padding in (True, "longest") and len({len(r) for r in rows}) > 1:
             if self.pad_token_id is None:
-                raise ValueError("this tokenizer has no pad_token to pad with: set tokenizer.pad_token (for example "
+                raise InputError("this tokenizer has no pad_token to pad with: set tokenizer.pad_token (for example "
                                  "to tokenizer.eos_token) or pass padding=False.")
             longest = max(len(r) for r in rows)
             for i, row in enumerate(rows):
@@ -190,10 +178,8 @@ class ArceeTokenizer:
                 pads, zeros = [self.pad_token_id] * fill, [0] * fill
                 rows[i], masks[i] = (pads + row, zeros + masks[i]) if side == "left" else (row + pads, masks[i] + zeros)
         if return_tensors is not None:
-            if return_tensors != "np":
-                raise ValueError(f"return_tensors must be None or 'np' (arcee_np uses NumPy), got {return_tensors!r}.")
             if len({len(r) for r in rows}) > 1:
-                raise ValueError("rows of different lengths cannot form an array: pass padding=True.")
+                raise InputError("rows of different lengths cannot form an array: pass padding=True.")
             rows, masks = np.asarray(rows, dtype=np.int64), np.asarray(masks, dtype=np.int64)
             return {"input_ids": rows, "attention_mask": masks}
         if single:
@@ -202,19 +188,29 @@ class ArceeTokenizer:
 
     # ------------------------------------------------------------------ chat template
     def get_chat_template(self, chat_template: str | None = None) -> str:
-        """The template to render: the argument, the tokenizer's (its "default" entry when it has several)."""
-        template = chat_template if chat_template is not None else self.chat_template
-        if isinstance(template, list):  # [{"name": ..., "template": ...}, ...] as transformers saves several
-            template = {entry["name"]: entry["template"] for entry in template}
-        if isinstance(template, dict):
-            if chat_template is None and "default" not in template:
-                raise ValueError(f"this tokenizer has several chat templates ({', '.join(template)}) and none is "
-                                 f"named 'default': pass chat_template=<name>.")
-            template = template.get("default")
-        if template is None:
-            raise ValueError("this tokenizer has no chat_template (tokenizer_config.json 'chat_template' or "
-                             "chat_template.jinja): pass chat_template=... or encode plain text instead.")
-        return template
+        """The template to render: ``chat_template`` (a template, or the name of one of the tokenizer's
+        templates), else the tokenizer's own (its "default" entry when it has several)."""
+        return self._chat_template(chat_template)[0]
+
+    def _chat_template(self, chat_template: str | None = None) -> tuple[str, str]:
+        """(the template text, where it came from)."""
+        named = self.chat_template
+        if isinstance(named, list):  # [{"name": ..., "template": ...}, ...] as transformers saves several
+            named = {entry["name"]: entry["template"] for entry in named}
+        if chat_template is not None:
+            check_chat_template(chat_template, "the chat_template argument")
+            if isinstance(named, dict) and chat_template in named:
+                return named[chat_template], f"{self.chat_template_source} ({chat_template!r})"
+            return chat_template, "the chat_template argument"
+        if isinstance(named, dict):
+            if "default" not in named:
+                raise InputError(f"this tokenizer has several chat templates ({', '.join(named)}) and none is named "
+                                 f"'default': pass chat_template=<name>.")
+            return named["default"], f"{self.chat_template_source} ('default')"
+        if named is None:
+            raise TokenizerError("this tokenizer has no chat_template (tokenizer_config.json 'chat_template' or "
+                                 "chat_template.jinja): pass chat_template=... or encode plain text instead.")
+        return named, self.chat_template_source
 
     def apply_chat_template(self, conversation, add_generation_prompt: bool = False, tokenize: bool = True,
                             return_dict: bool = True, chat_template: str | None = None,
@@ -223,28 +219,30 @@ class ArceeTokenizer:
         template as transformers does; extra keyword arguments are template variables.
 
         Returns the text (``tokenize=False``), else ``{"input_ids", "attention_mask"}`` lists
-        (``return_dict=True``, transformers v5's default) or the ids alone.
+        (``return_dict=True``, transformers v5's default) or the ids alone. A template that does not parse,
+        calls ``raise_exception`` or fails while rendering is a TokenizerError naming where it came from.
         """
-        if not isinstance(conversation, (list, tuple)) or not conversation:
-            raise ValueError("conversation must be a non-empty list of {'role': ..., 'content': ...} messages.")
-        for message in conversation:
-            if not isinstance(message, dict) or "role" not in message:
-                raise TypeError(f"each message must be a dict with 'role' and 'content', got {message!r}.")
+        check_conversation(conversation)
         if continue_final_message and add_generation_prompt:
-            raise ValueError("continue_final_message and add_generation_prompt do not go together: the first "
+            raise InputError("continue_final_message and add_generation_prompt do not go together: the first "
                              "continues the last message, the second starts a new assistant turn.")
-        template = compile_chat_template(self.get_chat_template(chat_template))
+        source, origin = self._chat_template(chat_template)
         messages = [dict(m) for m in conversation]
         tag = "CONTINUE_FINAL_MESSAGE_TAG "
         if continue_final_message:
             final = messages[-1].get("content")
             if not isinstance(final, str):
-                raise ValueError("continue_final_message needs the last message's content to be text.")
+                raise InputError("continue_final_message needs the last message's content to be text.")
             messages[-1]["content"] = final + tag
-        text = template.render(messages=messages, tools=None, documents=None,
-                               add_generation_prompt=add_generation_prompt, **{**self.special_tokens_map, **kwargs})
+        with chat_template_errors(origin):
+            text = compile_chat_template(source).render(
+                messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt,
+                **{**self.special_tokens_map, **kwargs})
         if continue_final_message:
-            at = text.rindex(tag.strip())
+            at = text.rfind(tag.strip())
+            if at < 0:
+                raise TokenizerError(f"the chat template from {origin} dropped the final message's text, so it "
+                                     f"cannot be continued: pass continue_final_message=False.")
             text = text[:at] if text[at:at + len(tag)] == tag else text[:at].rstrip()
         if not tokenize:
             return text
@@ -253,7 +251,8 @@ class ArceeTokenizer:
 
 
 def compile_chat_template(source: str):
-    """A jinja2 template in the environment transformers renders chat templates with."""
+    """A jinja2 template in the environment transformers renders chat templates with (its errors are
+    jinja2's: callers wrap them with validation.tokenizer.chat_template_errors)."""
     import jinja2
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -268,10 +267,7 @@ def compile_chat_template(source: str):
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    try:
-        return env.from_string(source)
-    except jinja2.exceptions.TemplateSyntaxError as err:
-        raise ValueError(f"the chat template does not parse (line {err.lineno}: {err.message}).") from err
+    return env.from_string(source)
 
 
 class TextStreamer:
@@ -292,7 +288,7 @@ class TextStreamer:
     def put(self, value) -> None:
         value = np.asarray(value)
         if value.ndim > 1 and value.shape[0] > 1:
-            raise ValueError("TextStreamer only supports batch size 1.")
+            raise InputError("TextStreamer only supports batch size 1.")
         value = value.reshape(-1)
         if self.skip_prompt and self.next_tokens_are_prompt:
             self.next_tokens_are_prompt = False

@@ -3,14 +3,14 @@
 ``arcee-np trace --model DIR --ids "1 7 3" --out t.safetensors`` runs a model once and dumps its trace.
 ``arcee-np compare REFERENCE CANDIDATE`` compares two trace files; ``arcee-np compare TRACE --against
 transformers`` reruns transformers (eager) on the trace's inputs and compares the trace with it. Both
-print a table; compare exits 1 on any divergence (or when nothing could be compared) and 2 when it cannot
-run as asked (a missing file, a bad flag), so it can gate CI.
+print a table; compare exits 0 when all agree and 1 on any divergence (or when nothing could be compared),
+so it can gate CI. Errors are arcee_np.cli.run_command's: 2 for a usage error (a bad flag, a path on the
+command line that does not exist or cannot be written: checked before any work), 1 for a failure (a
+corrupt trace file, a model that does not load).
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
 import json
 import os
 import sys
@@ -18,9 +18,12 @@ import sys
 import numpy as np
 
 from ..backend import DEVICES, DTYPES
+from ..errors import UsageError
+from ..validation.cli import (check_ids_in_vocabulary, check_input_file, check_model_folder, check_output_file,
+                              check_prompt_text, non_negative_float, parse_token_ids)
 from .compare import TOLERANCES
 
-EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DIVERGED = 0, 1
 
 
 def add_debug_commands(subparsers) -> None:
@@ -50,8 +53,8 @@ def add_debug_commands(subparsers) -> None:
     c.add_argument("--pattern", action="append", help="compare only names matching this glob (repeatable)")
     c.add_argument("--tolerance", choices=list(TOLERANCES),
                    help="a row of arcee_np.compare.TOLERANCES (default: by the reference's dtype)")
-    c.add_argument("--atol", type=float, help="absolute tolerance (with --rtol; overrides --tolerance)")
-    c.add_argument("--rtol", type=float, default=0.0, help="relative tolerance with --atol (default 0)")
+    c.add_argument("--atol", type=non_negative_float, help="absolute tolerance (with --rtol; overrides --tolerance)")
+    c.add_argument("--rtol", type=non_negative_float, default=0.0, help="relative tolerance with --atol (default 0)")
     c.add_argument("--failures-only", action="store_true", help="list only the diverging tensors")
     c.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     c.set_defaults(func=run_compare)
@@ -70,66 +73,48 @@ def _add_input_arguments(p) -> None:
 # ----------------------------------------------------------------------------------------------- inputs
 def parse_ids(text: str) -> np.ndarray:
     """Token ids from inline text or a file: JSON (a list or list of lists) or whitespace/comma separated,
-    one row per line. Returns [B, T] int64."""
-    if os.path.isfile(text):
-        with open(text, encoding="utf-8") as fh:
-            text = fh.read()
-    text = text.strip()
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError:
-        rows = [[int(tok) for tok in line.replace(",", " ").split()] for line in text.splitlines() if line.strip()]
-    ids = np.asarray(rows, dtype=np.int64)
-    if ids.ndim == 1:
-        ids = ids[None, :]
-    if ids.ndim != 2 or ids.shape[1] == 0:
-        raise ValueError(f"--ids must hold one or more equal-length rows of token ids, got shape {ids.shape}.")
-    return ids
+    one row per line. Returns [B, T] int64 (UsageError naming --ids when they do not parse)."""
+    return parse_token_ids(text, "--ids")
 
 
-def _input_ids(args, model_path) -> np.ndarray:
+def _input_ids(args, model_path, vocab_size: int) -> np.ndarray:
+    """--ids (within the model's vocabulary) or --prompt encoded with the model's tokenizer."""
     if (args.prompt is None) == (args.ids is None):
-        raise ValueError("give exactly one of --prompt TEXT or --ids IDS.")
+        raise UsageError("give exactly one of --prompt TEXT or --ids IDS.")
     if args.ids is not None:
-        return parse_ids(args.ids)
+        return check_ids_in_vocabulary(parse_ids(args.ids), vocab_size)
     if not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
-        raise ValueError(f"--prompt needs a tokenizer.json in {model_path}; pass --ids instead.")
+        raise UsageError(f"--prompt needs a tokenizer.json in {model_path}; pass --ids instead.")
     from ..io.tokenizer import ArceeTokenizer
 
-    return np.asarray([ArceeTokenizer.from_pretrained(model_path).encode(args.prompt)], dtype=np.int64)
+    ids = ArceeTokenizer.from_pretrained(model_path).encode(check_prompt_text(args.prompt, "--prompt"))
+    if not ids:
+        raise UsageError("--prompt encodes to no tokens (and the tokenizer adds no bos): give some text.")
+    return np.asarray([ids], dtype=np.int64)
 
 
 def _model_path(args, default=None) -> str:
-    """--model, else ``default``, else the shipped Shakespeare model."""
-    if args.model is not None or default is not None:
-        return args.model or default
+    """--model, else ``default``, else the shipped Shakespeare model; it must be a folder."""
+    if args.model is not None:
+        return check_model_folder(args.model)
+    if default is not None:
+        return check_model_folder(default, "the trace's model_path (override it with --model)")
     from ..shipped import default_model_path
 
     return default_model_path()
 
 
-def _usage_errors(command):
-    """Report what the user can fix (a missing file, bad ids, a corrupt trace) in one line, exit status 2."""
-    @functools.wraps(command)
-    def run(args) -> int:
-        try:
-            return command(args)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"arcee-np {args.command}: error: {err}", file=sys.stderr)
-            return EXIT_USAGE
-    return run
-
-
 # ----------------------------------------------------------------------------------------------- trace
-@_usage_errors
 def run_trace(args) -> int:
+    from ..config import ArceeConfig
     from ..models import ArceeForCausalLM
     from ..trace import LAYER_LEVEL, NonFiniteError
     from .tracefile import save_trace, trace_model
 
+    check_output_file(args.out, "--out")
     path = _model_path(args)
+    ids = _input_ids(args, path, ArceeConfig.from_pretrained(path).vocab_size)
     model = ArceeForCausalLM.from_pretrained(path, dtype=args.dtype or "float32", device=args.device)
-    ids = _input_ids(args, path)
     patterns = LAYER_LEVEL if args.layers_only else (args.pattern or "*")
     try:
         t = trace_model(model, ids, patterns, stop_after=args.stop_after, stop_on_nonfinite=args.stop_on_nonfinite,
@@ -140,7 +125,8 @@ def run_trace(args) -> int:
                         "dtype": model.dtype}
         partial.inputs = {"input_ids": ids}
         save_trace(partial, args.out)
-        print(f"error: {err}\n(partial trace with {len(partial)} tensors written to {args.out})", file=sys.stderr)
+        print(f"arcee-np trace: error: {err} (a partial trace with {len(partial)} tensors is written to {args.out})",
+              file=sys.stderr)
         return EXIT_DIVERGED
     save_trace(t, args.out)
     print(_summary_table(t))
@@ -161,40 +147,47 @@ def _summary_table(t) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- compare
-@_usage_errors
 def run_compare(args) -> int:
     from .compare import compare_traces, load_transformers_model, transformers_trace
     from .tracefile import load_trace
 
     tolerance = (args.atol, args.rtol) if args.atol is not None else args.tolerance
+    if args.json:
+        check_output_file(args.json, "--json")
+    wanted = "one trace (the candidate) or none" if args.against else "REFERENCE CANDIDATE: two trace files"
+    if (args.against is None and len(args.traces) != 2) or (args.against and len(args.traces) > 1):
+        raise UsageError(f"compare takes {wanted}" + ("" if args.against else
+                                                     ", or one trace with --against transformers") +
+                         f"; got {len(args.traces)}.")
+    for path in args.traces:
+        check_input_file(path, "trace file")
     if args.against is None:
-        if len(args.traces) != 2:
-            raise ValueError("compare needs REFERENCE CANDIDATE trace files, or one trace with --against transformers.")
         reference, candidate = (load_trace(path) for path in args.traces)
         labels = args.traces
     else:
-        if len(args.traces) > 1:
-            raise ValueError("with --against transformers give one trace (the candidate) or none.")
         if args.traces:
             candidate = load_trace(args.traces[0])
-            model_path = args.model or candidate.meta.get("model_path")
-            if model_path is None:
-                raise ValueError("the trace names no model_path: give the checkpoint with --model PATH.")
+            if args.model is None and candidate.meta.get("model_path") is None:
+                raise UsageError("the trace names no model_path: give the checkpoint with --model PATH.")
+            model_path = _model_path(args, candidate.meta.get("model_path"))
         else:
+            from ..config import ArceeConfig
             from ..models import ArceeForCausalLM
             from .tracefile import trace_model
 
             model_path = _model_path(args)
+            ids = _input_ids(args, model_path, ArceeConfig.from_pretrained(model_path).vocab_size)
             model = ArceeForCausalLM.from_pretrained(model_path, dtype=args.dtype or "float32", device=args.device)
-            candidate = trace_model(model, _input_ids(args, model_path), args.pattern or "*")
+            candidate = trace_model(model, ids, args.pattern or "*")
         inputs = candidate.inputs
         if "input_ids" not in inputs:
-            raise ValueError("the trace holds no input_ids to rerun transformers on; write it with `arcee-np trace`.")
+            raise UsageError("the trace holds no input_ids to rerun transformers on; write it with `arcee-np trace`.")
         dtype = args.dtype or candidate.meta.get("dtype") or "float32"
         try:
             torch_model = load_transformers_model(model_path, dtype)
         except ImportError as err:
-            raise ValueError(f"--against transformers needs torch and transformers installed ({err}).") from err
+            raise UsageError(f"--against transformers needs torch and transformers: pip install "
+                             f"'arcee-np[golden]' ({err}).") from None
         reference = transformers_trace(torch_model, inputs["input_ids"], inputs.get("attention_mask"),
                                        inputs.get("position_ids"), args.pattern or list(candidate))
         labels = ["transformers", args.traces[0] if args.traces else "arcee_np"]
@@ -213,11 +206,10 @@ def run_compare(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- standalone
 def main(argv=None) -> int:
-    """``python -m arcee_np.oracle.cli {trace,compare} ...``: the two commands without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="arcee-np")
-    add_debug_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """``python -m arcee_np.oracle.cli {trace,compare} ...``: the same as ``arcee-np trace/compare ...``."""
+    from ..cli import main as arcee_np_main
+
+    return arcee_np_main(argv)
 
 
 if __name__ == "__main__":

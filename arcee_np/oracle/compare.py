@@ -545,14 +545,24 @@ def compare_with_transformers(model, torch_model, input_ids, attention_mask=None
 
 
 def load_transformers_model(path, dtype: str = "float32"):
-    """transformers' ArceeForCausalLM from a checkpoint folder, in ``dtype``, with eager attention."""
+    """transformers' ArceeForCausalLM from a local checkpoint folder of safetensors weights, in ``dtype``, with
+    eager attention. The folder is checked first (it exists, its weights are safetensors, never a pickle) and
+    transformers is told to read only local safetensors files; its own errors become CheckpointErrors."""
     import torch
     import transformers
 
+    from ..errors import CheckpointError
+    from ..io.checkpoint import checkpoint_files
+
+    checkpoint_files(path)  # a missing folder or pickle-only weights are refused before transformers sees them
     torch_dtype = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}[dtype]
     transformers.utils.logging.disable_progress_bar()
+    options = dict(attn_implementation="eager", use_safetensors=True, local_files_only=True)
     try:
-        return transformers.ArceeForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="eager")
-    except TypeError:  # transformers 4.x names it torch_dtype
-        return transformers.ArceeForCausalLM.from_pretrained(path, torch_dtype=torch_dtype,
-                                                             attn_implementation="eager")
+        try:
+            return transformers.ArceeForCausalLM.from_pretrained(path, dtype=torch_dtype, **options)
+        except TypeError:  # transformers 4.x names it torch_dtype
+            return transformers.ArceeForCausalLM.from_pretrained(path, torch_dtype=torch_dtype, **options)
+    except Exception as err:  # noqa: BLE001 - transformers' errors on a checkpoint it cannot load, named
+        reason = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())[:500]
+        raise CheckpointError(f"transformers could not load {path} ({type(err).__name__}: {reason}).") from None

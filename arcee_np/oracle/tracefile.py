@@ -23,10 +23,12 @@ from importlib import metadata as importlib_metadata
 
 import numpy as np
 
-from ..backend import to_numpy
-from ..errors import CheckpointError
-from ..io.safetensors import read_safetensors
+from ..backend import DTYPES, to_numpy
+from ..errors import CheckpointError, TraceFileError
+from ..io.safetensors import read_metadata, read_safetensors
 from ..trace import Trace, name_order_key, pattern_list, trace
+from ..validation.files import check_file
+from ..validation.tracefile import check_trace_header
 
 FORMAT = "arcee_np.trace"
 METADATA_KEY = "arcee_np.trace"
@@ -109,29 +111,21 @@ def save_trace(t, path: str | os.PathLike, meta: dict | None = None) -> None:
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
-    """Read a trace file (or any safetensors file of named tensors) back into a Trace with ``meta`` and ``inputs``."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no trace file at {path!r}; write one with `arcee-np trace` or save_trace.")
-    tensors = read_safetensors(path)
-    from safetensors import safe_open
+    """Read a trace file (or any safetensors file of named tensors) back into a Trace with ``meta`` and ``inputs``.
 
-    with safe_open(path, framework="numpy") as fh:
-        raw = (fh.metadata() or {}).get(METADATA_KEY)
+    A malformed file or metadata is a TraceFileError naming the file (arcee_np.validation.tracefile)."""
+    path = check_file(os.fspath(path), "trace file", "; write one with `arcee-np trace` or save_trace")
+    try:
+        tensors, metadata = read_safetensors(path), read_metadata(path)
+    except CheckpointError as err:
+        raise TraceFileError(f"not a readable trace file: {err}") from None
+    raw = metadata.get(METADATA_KEY)
     if raw is None:  # a plain safetensors dump of named tensors
         names = sorted((n for n in tensors if not n.startswith(INPUT_PREFIX)), key=name_order_key)
         header = {"names": names, "inputs": [n[len(INPUT_PREFIX):] for n in tensors if n.startswith(INPUT_PREFIX)],
                   "meta": {}}
     else:
-        try:
-            header = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{path}: the {METADATA_KEY!r} metadata is not valid JSON ({err}).") from err
-        if header.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: unknown trace format {header.get('format')!r} (expected {FORMAT!r}).")
-    missing = [n for n in header["names"] if n not in tensors]
-    if missing:
-        raise CheckpointError(f"{path}: the trace lists tensors the file lacks: {missing[:5]}. The file is corrupt.")
+        header = check_trace_header(raw, path, tensors, FORMAT, 1, INPUT_PREFIX, DTYPES)
     meta = header["meta"]
     out = Trace("*", meta=meta,  # meta["patterns"] says what was recorded
                 inputs={k: tensors[INPUT_PREFIX + k] for k in header["inputs"]})

@@ -91,10 +91,11 @@ def check_folder(path, what: str) -> str:
     return path
 
 
-def check_file(path: str, what: str) -> str:
-    """``path``, when it is an existing regular file; MissingFileError / FileAccessError otherwise."""
+def check_file(path: str, what: str, fix: str = "") -> str:
+    """``path``, when it is an existing regular file; MissingFileError (ending in ``fix``) / FileAccessError
+    otherwise."""
     if not os.path.exists(path):
-        raise MissingFileError(f"no {what} at {path!r}.")
+        raise MissingFileError(f"no {what} at {path!r}{fix}.")
     if not os.path.isfile(path):
         kind = "a folder, not a file" if os.path.isdir(path) else "not a regular file"
         raise FileAccessError(f"{what} {path!r} is {kind}.")
