@@ -29,7 +29,7 @@ import numpy as np
 from .blocks.namespace import array_namespace
 
 from .backend import to_device, to_numpy
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 from .validation.generation import check_beams, check_generation_config, check_knob, check_length
 from .validation.values import require_int, require_real, require_token_ids
 
@@ -309,11 +309,17 @@ def build_processors(settings: GenerationSettings, padding_lengths=None) -> Logi
 def sample_from_scores(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One draw per row from ``softmax(scores)`` on the host (float64), by inverting the cumulative sum.
 
-    Entries at -inf have probability 0 and are never drawn. scores: [B, V]. Returns [B] int64.
+    Entries at -inf have probability 0 and are never drawn. scores: [B, V]. Returns [B] int64. Scores with no
+    distribution (NaN, +inf, or all -inf in a row) raise NonFiniteError, as torch.multinomial refuses them.
     """
     x = scores.astype(np.float64)
-    probs = np.exp(x - x.max(axis=-1, keepdims=True))  # [B, V]
+    with np.errstate(invalid="ignore"):
+        probs = np.exp(x - x.max(axis=-1, keepdims=True))  # [B, V]
     cdf = np.cumsum(probs, axis=-1)
+    if not (np.isfinite(cdf[:, -1]).all() and (cdf[:, -1] > 0).all()):
+        raise NonFiniteError("the sampling scores hold NaN or +Inf (or a row of -Inf) after the logits processors: "
+                             "a temperature or repetition_penalty so small that scores overflow float32? Use "
+                             "values nearer 1, or do_sample=False.", "scores")
     u = rng.random(scores.shape[0])[:, None] * cdf[:, -1:]  # [B, 1] in [0, total)
     return np.minimum((cdf <= u).sum(axis=-1), scores.shape[-1] - 1).astype(np.int64)
 

@@ -28,7 +28,9 @@ from .validation.arguments import (ForwardInputs, check_class_labels, check_dtyp
                                    check_token_labels)
 from .validation.files import check_folder, read_json
 from .validation.finite import check_finite_output
+from .validation.config import PROBLEM_TYPES
 from .validation.generation import check_generation_config, check_prompt
+from .validation.values import require_choice
 from .outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .trace import record
@@ -326,6 +328,7 @@ class ArceeForSequenceClassification(ArceePreTrainedModel):
     def _check_labels(self, labels, batch: int):
         """The labels for this config's problem type as a backend array ([B] ints, [B] / [B, C] floats)."""
         problem_type, classes = self._problem_type(labels), self.config.num_labels
+        require_choice("config.problem_type", problem_type, PROBLEM_TYPES, ConfigError)
         if problem_type == "single_label_classification":
             return check_class_labels(labels, batch, classes, self.xp)
         want = (batch,) if problem_type == "regression" and classes == 1 else (batch, classes)

@@ -98,7 +98,7 @@ CONFIG_FIELDS = {
     "use_cache": "bool", "tie_word_embeddings": "bool", "attention_bias": "bool", "mlp_bias": "bool",
     "bos_token_id": "token", "eos_token_id": "token", "pad_token_id": "token", "hidden_act": "str",
 }
-NULL_ALLOWED = {"num_key_value_heads", "head_dim"}  # None means "derive it"
+NULL_ALLOWED = {"num_key_value_heads", "head_dim", "rope_theta"}  # None: derived (rope_theta: in rope_parameters)
 
 GENERATION_FIELDS = {
     "max_new_tokens": "int", "max_length": "int", "min_new_tokens": "count", "do_sample": "bool",
@@ -297,7 +297,7 @@ def safetensors_cases(work: Path):
         if key == "shape":
             return [("null", None), ("string", "23"), ("floats", [2.0, 3.0]), ("negative", [-2, -3]),
                     ("bools", [True, 6]), ("nested", [[2], 3]), ("number", 6), ("object", {"a": 6}),
-                    ("wrong-count", [2, 2]), ("huge", [2 ** 64, 1]), ("overflow", [2 ** 62, 2 ** 3]),
+                    ("wrong-count", [5]), ("huge", [2 ** 64, 1]), ("overflow", [2 ** 62, 2 ** 3]),
                     ("too-many-dims", [1] * 70)]
         return [("null", None), ("one", [0]), ("three", [0, 24, 24]), ("strings", ["0", "24"]),
                 ("floats", [0.0, 24.0]), ("negative", [-8, 16]), ("reversed", [24, 0]), ("bools", [False, 24]),
@@ -332,7 +332,6 @@ def safetensors_cases(work: Path):
         "length-huge": safetensors_bytes(header, data, 2 ** 63), "length-zero": safetensors_bytes(b"", data),
         "not-json": safetensors_bytes(b"{\"alpha\": ", data), "not-utf8": safetensors_bytes(b"{\"\xff\": 1}", data),
         "top-level-list": safetensors_bytes([1, 2], data), "top-level-string": safetensors_bytes("\"x\"", data),
-        "leading-space": safetensors_bytes(b" " + raw, data),
         "data-too-long": safetensors_bytes(header, data + b"\x00" * 8),
         "data-truncated": safetensors_bytes(header, data[:-4]),
         "duplicate-name": safetensors_bytes(raw[:-1] + b", \"alpha\": " + json.dumps(header["gamma"]).encode() + b"}",
@@ -350,6 +349,7 @@ def safetensors_cases(work: Path):
     valid = {
         "plain": (header, data),
         "trailing-spaces": (raw.decode() + "    ", data),
+        "leading-spaces": ("  " + raw.decode(), data),
         "metadata": ({**header, "__metadata__": {"format": "pt", "note": "ünïcode"}}, data),
         "zero-size": ({"empty": {"dtype": "F32", "shape": [0, 3], "data_offsets": [0, 0]}, **{
             k: v for k, v in header.items()}}, data),
@@ -621,9 +621,9 @@ def generate_cases(work: Path):
         for label, value in values:
             extra = ", do_sample=True" if knob in ("temperature", "top_k", "top_p") else ""
             value_text = repr(value).replace("nan", "float('nan')").replace("inf", "float('inf')")
+            length = "" if knob in ("max_new_tokens", "max_length") else ", max_new_tokens=3"  # max_new_tokens wins
             yield Case("generate", f"{knob}={label}", needles=[[knob]],
-                       code=GENERATE_SETUP + f"model.generate(ids, {knob}={value_text}{extra}, max_new_tokens=3)\n"
-                       if knob != "max_new_tokens" else GENERATE_SETUP + f"model.generate(ids, {knob}={value_text})\n")
+                       code=GENERATE_SETUP + f"model.generate(ids, {knob}={value_text}{extra}{length})\n")
     calls = {
         "input_ids-float": ("model.generate(ids.astype(np.float32), max_new_tokens=2)", ["input_ids"]),
         "input_ids-past-vocab": ("model.generate(ids + 5000, max_new_tokens=2)", ["input_ids"]),
@@ -673,13 +673,16 @@ def head_cases(work: Path):
                                ["start_positions"]),
         "qa-positions-shape": (qa + "m(ids, start_positions=np.array([0]), end_positions=np.array([1, 2]))",
                                ["start_positions"]),
-        "qa-positions-negative": (qa + "m(ids, start_positions=np.array([-3, 0]), end_positions=np.array([1, 2]))",
-                                  ["start_positions"]),
         "problem_type-unknown": (seq + "m.config.problem_type = 'ranking'\nm(ids, labels=np.array([0, 1]))",
                                  ["problem_type"]),
     }
     for name, (call, needle) in bad.items():
         yield Case("heads", name, needles=[needle], code=HEAD_SETUP + call + "\n")
+    yield Case("heads", "qa-positions-negative", expect="either", needles=[["start_positions"]],
+               code=HEAD_SETUP + qa + textwrap.dedent("""
+        clamped = m(ids, start_positions=np.array([-3, 0]), end_positions=np.array([1, 2])).loss
+        assert np.allclose(clamped, m(ids, start_positions=np.array([0, 0]), end_positions=np.array([1, 2])).loss)
+    """))  # transformers clamps span positions to [0, seq]
 
 
 TOKENIZER_LOAD = "from arcee_np.io.tokenizer import ArceeTokenizer\ntok = ArceeTokenizer.from_pretrained(WORK)\n"

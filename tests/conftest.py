@@ -1,7 +1,17 @@
-"""Shared fixtures: small random Arcee models (norm weights and biases perturbed so they matter)."""
+"""Shared fixtures: small random Arcee models (norm weights and biases perturbed so they matter), and the
+hypothesis profiles of the fuzz tests: "plain" (a few seconds in all) by default, "ci" (many more examples)
+when ARCEE_NP_FUZZ_PROFILE=ci (.ci/run sets it)."""
+
+import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]  # fixtures: tmp dirs
+settings.register_profile("plain", max_examples=25, deadline=None, suppress_health_check=_QUIET)
+settings.register_profile("ci", max_examples=400, deadline=None, suppress_health_check=_QUIET)
+settings.load_profile(os.environ.get("ARCEE_NP_FUZZ_PROFILE", "plain"))
 
 from arcee_np import ArceeConfig, ArceeForCausalLM
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,9 @@ def test_checkpoint_errors_are_one_line(tiny, tmp_path, capsys):
     (broken / "model.safetensors").write_bytes(b"\x00" * 4)
     code, out, err = run(capsys, "generate", "x", "--model", str(broken))
     assert code == 1 and "truncated" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "info", "--model", str(broken), "--json")  # info checks the weights' header too
+    assert code == 1 and "truncated" in err and len(err.strip().splitlines()) == 1
+    shutil.copy(Path(tiny) / "model.safetensors", broken / "model.safetensors")
     (broken / "tokenizer.json").unlink()
     code, _, err = run(capsys, "info", "--model", str(broken), "--json")
     assert code == 0

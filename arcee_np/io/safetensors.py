@@ -47,7 +47,10 @@ def _tensor_from_buffer(entry, buffer, data_start) -> np.ndarray:
     dtype = _DTYPES[entry.dtype]
     offset = data_start + entry.begin
     count = (entry.end - entry.begin) // dtype.itemsize
-    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(entry.shape)
+    if count == 0:  # nothing to map (the file may hold no data at all)
+        array = np.zeros(entry.shape, dtype=dtype)
+    else:
+        array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(entry.shape)
     if entry.dtype == "BF16":  # bfloat16 is the top half of a float32: widen exactly
         return (array.astype(np.uint32) << 16).view(np.float32)
     if offset % dtype.itemsize:

@@ -56,7 +56,7 @@ class ArceeTokenizer:
         from tokenizers import processors
 
         self._tokenizer = tokenizer
-        config = check_tokenizer_config(config or {}, config_source)
+        config = check_tokenizer_config({} if config is None else config, config_source)
         check_chat_template(chat_template, template_source or "the chat_template argument")
         self.init_config = config
         for name in SPECIAL_TOKEN_NAMES:

@@ -548,13 +548,13 @@ def load_transformers_model(path, dtype: str = "float32"):
     """transformers' ArceeForCausalLM from a local checkpoint folder of safetensors weights, in ``dtype``, with
     eager attention. The folder is checked first (it exists, its weights are safetensors, never a pickle) and
     transformers is told to read only local safetensors files; its own errors become CheckpointErrors."""
-    import torch
-    import transformers
-
     from ..errors import CheckpointError
     from ..io.checkpoint import checkpoint_files
 
     checkpoint_files(path)  # a missing folder or pickle-only weights are refused before transformers sees them
+    import torch
+    import transformers
+
     torch_dtype = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}[dtype]
     transformers.utils.logging.disable_progress_bar()
     options = dict(attn_implementation="eager", use_safetensors=True, local_files_only=True)

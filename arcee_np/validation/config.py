@@ -130,6 +130,8 @@ def check_config_json(data) -> None:
     for key in ("id2label", "label2id"):
         if key in data and not isinstance(data[key], dict):
             raise ConfigError(f"{key} must be an object mapping labels, got {shown(data[key])}.")
+    if data.get("id2label") == {}:
+        raise ConfigError("id2label is empty: a model has at least one label; drop the key or name the labels.")
     if isinstance(data.get("id2label"), dict):
         bad = [k for k, v in data["id2label"].items() if not (str(k).isdigit() and isinstance(v, str))]
         if bad:
@@ -144,6 +146,8 @@ def check_rope_spellings(data: dict) -> None:
         return
     check_rope_scaling(params, "rope_parameters")
     theta = data.get("rope_theta")
+    if theta is not None:
+        require_real("rope_theta", theta, ConfigError, low=0, low_open=True)
     if theta is not None and "rope_theta" in params and theta != params["rope_theta"]:
         raise ConfigError(
             f"rope_theta is {shown(theta)} at the top level (the transformers 4 spelling) but "

@@ -84,13 +84,20 @@ def check_chat_template(template, source: str) -> None:
 def chat_template_errors(source: str):
     """Errors of compiling or rendering a chat template (from ``source``) as TokenizerErrors naming it."""
     import jinja2
+    from jinja2.sandbox import SecurityError
 
     try:
         yield
     except jinja2.exceptions.TemplateSyntaxError as err:
         raise TokenizerError(f"the chat template from {source} does not parse (template line {err.lineno}: "
                              f"{err.message}). Fix the template.") from None
-    except jinja2.exceptions.TemplateError as err:
+    except SecurityError as err:
+        raise TokenizerError(f"the chat template from {source} does something the sandbox it renders in forbids "
+                             f"({err}). Fix the template.") from None
+    except jinja2.exceptions.UndefinedError as err:
+        raise TokenizerError(f"the chat template from {source} uses a name that is not defined ({err}). Fix the "
+                             f"template, or pass the variable to apply_chat_template.") from None
+    except jinja2.exceptions.TemplateError as err:  # raise_exception(...) in the template
         raise TokenizerError(f"the chat template from {source} refused the conversation: {err}") from None
     except Exception as err:  # noqa: BLE001 - whatever a template's code does wrong while it renders
         raise TokenizerError(f"the chat template from {source} failed while rendering the conversation "
