@@ -1,7 +1,7 @@
 """Scaled dot-product attention with grouped KV heads (MHA, GQA, MQA), as transformers' eager path."""
 
 from .namespace import array_namespace
-from .precision import matmul
+from .precision import matmul, product_dtype
 
 
 def softmax(scores, axis=-1):
@@ -32,7 +32,8 @@ def repeat_kv(x, n_rep):
 def attention_scores(q, k, scaling):
     """``q k^T * scaling`` per head; query head ``n`` uses KV head ``n // (H / KV)``.
 
-    The product runs in float32 for float16/bfloat16 and is rounded before the scaling, as in torch.
+    For float16/bfloat16 the product runs in float32 and is rounded, then scaled in float32 (the scale
+    itself is not rounded to 16 bits) and rounded again, as torch does.
 
     The ``H / KV`` query heads of a group are stacked and multiplied with their shared KV head at once,
     which gives the same dot products as transformers' repeat_kv without copying K.
@@ -43,7 +44,9 @@ def attention_scores(q, k, scaling):
     batch, heads, length, head_dim = q.shape
     kv_heads = k.shape[1]
     grouped = xp.reshape(q, (batch, kv_heads, heads // kv_heads * length, head_dim))  # [B, KV, n_rep*T, hd]
-    scores = matmul(grouped, xp.matrix_transpose(k)) * scaling  # [B, KV, n_rep*T, S]
+    scores = matmul(grouped, xp.matrix_transpose(k))  # [B, KV, n_rep*T, S]
+    work = product_dtype(xp, scores.dtype)
+    scores = xp.astype(xp.astype(scores, work, copy=False) * scaling, scores.dtype, copy=False)
     return xp.reshape(scores, (batch, heads, length, k.shape[2]))
 
 
