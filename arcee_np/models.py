@@ -18,7 +18,7 @@ from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, l
                      question_answering_loss, sequence_classification_loss, split_start_end,
                      token_classification_loss)
 from .cache import KVCache
-from .io.weights import host_dtype, place_weights
+from .io.weights import host_dtype, place_weights, widen_whole
 from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig
 from .errors import ConfigError
@@ -163,7 +163,7 @@ class ArceePreTrainedModel:
 def _host_array(value) -> np.ndarray:
     """A param as a NumPy array: a stored weight widened whole, any backend's array copied to the host."""
     if hasattr(value, "widened_rows"):
-        value = value.widened_rows(0, value.shape[0])
+        value = widen_whole(value)
     return np.asarray(to_numpy(value))
 
 

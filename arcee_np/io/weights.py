@@ -28,6 +28,7 @@ from ..backend import device_of, is_wide, to_device, to_numpy
 
 WIDEN_POLICIES = ("auto", "at_load", "per_use")
 AUTO_WIDEN_EXTRA_BYTES = 2 * 1024**3  # "auto" widens at load when that needs at most this much more memory
+WIDEN_TILE_ROWS = 256  # rows widened at a time when a whole matrix is widened at load
 
 _FLOAT16_MAGNITUDE_MASK = np.int32(np.uint32(0x8FFFFFFF).view(np.int32))  # keeps the sign and bits 27..0
 _FLOAT16_TO_FLOAT32_SCALE = np.float32(2.0**112)  # 2**(127 - 15): float32's exponent bias minus float16's
@@ -170,6 +171,20 @@ def resolve_widen_policy(widen: str, tensors: dict, model_dtype: str) -> str:
     return "at_load" if widening_extra_bytes(tensors, model_dtype) <= AUTO_WIDEN_EXTRA_BYTES else "per_use"
 
 
+def widen_whole(weight):
+    """A stored weight's whole matrix in its compute dtype, filled one row tile at a time (no full-size
+    temporaries besides the result)."""
+    rows, cols = weight.shape
+    first = weight.widened_rows(0, min(rows, WIDEN_TILE_ROWS))
+    xp = array_namespace(first)
+    out = xp.empty((rows, cols), dtype=first.dtype)
+    out[:first.shape[0], :] = first
+    for start in range(first.shape[0], rows, WIDEN_TILE_ROWS):
+        stop = min(start + WIDEN_TILE_ROWS, rows)
+        out[start:stop, :] = weight.widened_rows(start, stop)
+    return out
+
+
 def place_weights(tensors: dict, xp, model_dtype, widen: str = "auto") -> dict:
     """The model's params from a checkpoint's ``tensors`` (name -> array in its stored dtype, or a reader's
     stored weight).
@@ -186,7 +201,7 @@ def place_weights(tensors: dict, xp, model_dtype, widen: str = "auto") -> dict:
     placed = {}
     for key, array in tensors.items():
         if _is_stored(array):
-            placed[key] = array.widened_rows(0, array.shape[0]) if policy == "at_load" else array
+            placed[key] = widen_whole(array) if policy == "at_load" else array
             continue
         if device == "cuda" and not is_numpy_array(array):  # CuPy, torch CUDA ...: cast on the GPU, no host trip
             kept, moved = name, to_device(array, xp, model_dtype)
@@ -201,7 +216,7 @@ def place_weights(tensors: dict, xp, model_dtype, widen: str = "auto") -> dict:
             placed[key] = moved
         else:
             weight = StoredWeight(moved, model_dtype, compute, kept)
-            placed[key] = weight.widened_rows(0, weight.shape[0]) if policy == "at_load" else weight
+            placed[key] = widen_whole(weight) if policy == "at_load" else weight
     return placed
 
 
