@@ -97,8 +97,8 @@ def test_causal_tiles_above_the_diagonal_are_skipped(monkeypatch):
     """With 4 query tiles and 4 key tiles of the same size, only the 10 tiles on or below the diagonal are
     computed, and only the 4 on it are masked."""
     computed, masked = [], []
-    original_scores, original_keep = tiled_module.tile_scores, tiled_module.tile_keep
-    monkeypatch.setattr(tiled_module, "tile_scores", lambda *a: computed.append(a[1].shape[2]) or original_scores(*a))
+    original_scores, original_keep = tiled_module.masked_scores, tiled_module.tile_keep
+    monkeypatch.setattr(tiled_module, "masked_scores", lambda *a: computed.append(a[5:7]) or original_scores(*a))
 
     def keep(xp, past, q0, q1, k0, k1, *rest):
         result = original_keep(xp, past, q0, q1, k0, k1, *rest)

@@ -17,6 +17,10 @@ and at the end ``out = acc / l``, which is ``softmax(s) v`` over all keys: each 
 ordinary softmax. Key tiles that lie entirely above the causal diagonal are skipped, not masked; the mask of
 the others is built for the tile alone (blocks/mask.py). Scores and the softmax run in float32 (float64
 stays float64), as in eager attention; grouped KV heads are used without copies, as in attention.py.
+
+Each score costs three passes over its tile besides the two products (``online_rows``): the row maximum,
+the subtraction (in place) and the ``exp``. The scale is applied to the queries before the product, and
+``rowsum(p)`` comes out of the product with the values, which carry a last column of ones.
 """
 
 import math
@@ -63,80 +67,94 @@ def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=Non
     work = product_dtype(xp, q.dtype)
     default_q, default_k = tile_sizes(batch, heads, length, key_length)
     query_tile, key_tile = query_tile or default_q, key_tile or default_k
+    one_pass = work == q.dtype
+    if one_pass:  # [v | 1]: the row sums come out of P V
+        v = with_column(xp.astype(v, work), 1.0)
     grouped = xp.reshape(q, (batch, kv_heads, n_rep, length, head_dim))  # query head n reads KV head n // n_rep
     out = xp.empty((batch, kv_heads, n_rep, length, head_dim), dtype=work)
-    rows_of = online_rows if work == q.dtype else two_pass_rows
     for q0 in range(0, length, query_tile):
         q1 = min(q0 + query_tile, length)
         queries = xp.reshape(xp.astype(grouped[:, :, :, q0:q1, :], work), (batch, kv_heads, n_rep * (q1 - q0),
                                                                           head_dim))
+        # causal: the last query of the tile sits at cache index past_length + q1 - 1; later keys are skipped
+        key_stop = key_length if mask is not None else min(key_length, past_length + q1)
+        spans = [(k0, min(k0 + key_tile, key_stop)) for k0 in range(0, key_stop, key_tile)]
 
-        def key_tiles():  # (values [B, KV, tk, hd], masked scores [B, KV, rows, tk]) of every key tile needed
-            # causal: the last query of the tile sits at cache index past_length + q1 - 1; later keys are skipped
-            key_stop = key_length if mask is not None else min(key_length, past_length + q1)
-            for k0 in range(0, key_stop, key_tile):
-                k1 = min(k0 + key_tile, key_stop)
-                scores = tile_scores(queries, k[:, :, k0:k1, :], scaling, q.dtype)
-                yield xp.astype(v[:, :, k0:k1, :], work), masked_scores(
-                    scores, n_rep, past_length, q0, q1, k0, k1, key_mask, segments, mask)
+        def masked(scores, k0, k1):
+            return masked_scores(scores, n_rep, past_length, q0, q1, k0, k1, key_mask, segments, mask)
 
-        normed, seen = rows_of(key_tiles, q.dtype)
+        if one_pass:
+            normed, seen = online_rows(queries * scaling, k, v, spans, masked)
+        else:
+            normed, seen = two_pass_rows(queries, k, v, spans, masked, scaling, q.dtype)
         if not bool(xp.all(seen)):  # rows that may attend no key at all get what eager gives: the mean of V
-            normed = xp.where(seen, normed, xp.mean(xp.astype(v, work), axis=2, keepdims=True))
+            mean = xp.mean(xp.astype(v[:, :, :, :head_dim], work), axis=2, keepdims=True)  # [B, KV, 1, hd]
+            normed = xp.where(seen, normed, mean)
         out[:, :, :, q0:q1, :] = xp.reshape(normed, (batch, kv_heads, n_rep, q1 - q0, head_dim))
     merged = xp.permute_dims(xp.reshape(out, (batch, heads, length, head_dim)), (0, 2, 1, 3))  # [B, T, H, hd]
     return xp.astype(xp.reshape(merged, (batch, length, heads * head_dim)), q.dtype)
 
 
-def online_rows(key_tiles, dtype):
-    """One pass of the online softmax over the key tiles of one tile of query rows.
+def online_rows(queries, keys, values, spans, masked):
+    """One pass of the online softmax (module docstring) for one tile of query rows.
 
-    key_tiles: a function returning an iterator of (values [B, KV, tk, hd], scores [B, KV, rows, tk]); dtype:
-    the activation dtype (unused here: the work is already in it). Returns (out [B, KV, rows, hd], seen
-    [B, KV, rows, 1] bool: whether the row may attend some key).
+    queries: [B, KV, rows, hd], already scaled; keys: [B, KV, S, hd]; values: [B, KV, S, hd + 1] with a last
+    column of ones, so that ``p @ values`` holds ``[p v | rowsum(p)]``; spans: the key tiles ``(k0, k1)`` to
+    visit; masked(scores, k0, k1): the tile's scores with its mask applied. Returns (out [B, KV, rows, hd],
+    seen [B, KV, rows, 1] bool: whether the row may attend some key).
     """
-    top = total = acc = None
-    for values, scores in key_tiles():
-        xp = array_namespace(scores)
-        if top is None:
-            top = xp.full((*scores.shape[:-1], 1), -math.inf, dtype=scores.dtype)  # running maximum m
-            total = xp.zeros_like(top)  # running sum l
-            acc = xp.zeros((*scores.shape[:-1], values.shape[-1]), dtype=scores.dtype)
+    xp = array_namespace(queries, keys)
+    head_dim = queries.shape[-1]
+    top = xp.full((*queries.shape[:-1], 1), -math.inf, dtype=queries.dtype)  # running maximum m
+    acc = xp.zeros((*queries.shape[:-1], head_dim + 1), dtype=queries.dtype)  # [acc | l]
+    for k0, k1 in spans:
+        scores = masked(queries @ xp.matrix_transpose(keys[:, :, k0:k1, :]), k0, k1)  # s: [B, KV, rows, tk]
+        new_top = xp.maximum(top, xp.max(scores, axis=-1, keepdims=True))  # m'
+        shift = xp.where(new_top == -math.inf, xp.zeros_like(new_top), new_top)  # rows that saw no key yet: 0
+        scores -= shift
+        acc = acc * xp.exp(top - shift) + xp.exp(scores) @ values[:, :, k0:k1, :]  # rescale, add [p v | rowsum]
+        top = new_top
+    total = acc[:, :, :, head_dim:]
+    seen = total > 0
+    return acc[:, :, :, :head_dim] / xp.where(seen, total, xp.ones_like(total)), seen
+
+
+def two_pass_rows(queries, keys, values, spans, masked, scaling, dtype):
+    """The softmax for one tile of query rows with eager's 16-bit rounding of the probabilities: pass 1
+    finds each row's maximum ``m`` and sum ``l`` (online), pass 2 accumulates ``round(exp(s - m) / l) @ v``
+    in float32.
+
+    queries: [B, KV, rows, hd] in float32; keys, values: [B, KV, S, hd] in ``dtype`` (float16/bfloat16);
+    spans, masked: as online_rows; scaling: float. Returns as online_rows.
+    """
+    xp = array_namespace(queries, keys)
+    work = queries.dtype
+
+    def scores_of(k0, k1):
+        return masked(tile_scores(queries, keys[:, :, k0:k1, :], scaling, dtype), k0, k1)
+
+    top = xp.full((*queries.shape[:-1], 1), -math.inf, dtype=work)
+    total = xp.zeros_like(top)
+    for k0, k1 in spans:
+        scores = scores_of(k0, k1)
         new_top = xp.maximum(top, xp.max(scores, axis=-1, keepdims=True))
         shift = xp.where(new_top == -math.inf, xp.zeros_like(new_top), new_top)  # rows that saw no key yet
-        weights = xp.exp(scores - shift)  # p
-        rescale = xp.exp(top - shift)  # exp(m - m'): 0 on a row's first keys
-        total = total * rescale + xp.sum(weights, axis=-1, keepdims=True)
-        acc = acc * rescale + weights @ values
-        top = new_top
-    seen = total > 0
-    return acc / xp.where(seen, total, xp.ones_like(total)), seen
-
-
-def two_pass_rows(key_tiles, dtype):
-    """The softmax over the key tiles of one tile of query rows, with eager's 16-bit rounding of the
-    probabilities: pass 1 finds each row's maximum ``m`` and sum ``l`` (online), pass 2 accumulates
-    ``round(exp(s - m) / l) @ v`` in float32. Arguments and result as online_rows; dtype: the 16-bit dtype
-    the probabilities are rounded to."""
-    top = total = None
-    for values, scores in key_tiles():
-        xp = array_namespace(scores)
-        if top is None:
-            top = xp.full((*scores.shape[:-1], 1), -math.inf, dtype=scores.dtype)
-            total = xp.zeros_like(top)
-        new_top = xp.maximum(top, xp.max(scores, axis=-1, keepdims=True))
-        shift = xp.where(new_top == -math.inf, xp.zeros_like(new_top), new_top)
         total = total * xp.exp(top - shift) + xp.sum(xp.exp(scores - shift), axis=-1, keepdims=True)
         top = new_top
     seen = total > 0
     shift = xp.where(seen, top, xp.zeros_like(top))
     norm = xp.where(seen, total, xp.ones_like(total))
-    acc = None
-    for values, scores in key_tiles():
-        probs = xp.astype(xp.astype(xp.exp(scores - shift) / norm, dtype), scores.dtype)  # rounded as eager
-        part = probs @ values
-        acc = part if acc is None else acc + part
+    acc = xp.zeros((*queries.shape[:-1], values.shape[-1]), dtype=work)
+    for k0, k1 in spans:
+        probs = xp.astype(xp.astype(xp.exp(scores_of(k0, k1) - shift) / norm, dtype), work)  # rounded as eager
+        acc = acc + probs @ xp.astype(values[:, :, k0:k1, :], work)
     return acc, seen
+
+
+def with_column(x, value):
+    """x [..., n] with one more last column, all ``value``: [..., n + 1] (a new array)."""
+    xp = array_namespace(x)
+    return xp.concat([x, xp.full((*x.shape[:-1], 1), value, dtype=x.dtype)], axis=-1)
 
 
 def masked_scores(scores, n_rep, past_length, q0, q1, k0, k1, key_mask=None, segments=None, mask=None):
