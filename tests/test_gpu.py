@@ -34,7 +34,7 @@ from safetensors.numpy import load_file  # noqa: E402
 from test_golden import (GOLDEN, SINGLE_STEP, STEPPED, _case, _forward_kwargs, _inputs, assert_close,  # noqa: E402
                          compare_all, flatten)
 
-import arcee_np.inputs  # noqa: E402
+import arcee_np.validation.arguments  # noqa: E402
 from arcee_np import ArceeForCausalLM, KVCache  # noqa: E402
 from arcee_np.backend import namespace_for_device, to_numpy  # noqa: E402
 
@@ -171,13 +171,13 @@ def test_inputs_given_on_the_gpu(rng, monkeypatch):
     ids, mask = _padded_batch(rng, config)
     embeds = to_numpy(cpu.params["embed_tokens.weight"])[ids]  # [B, T, D]
     expected = to_numpy(cpu(ids, attention_mask=mask).logits)
-    real_to_numpy = arcee_np.inputs.to_numpy
+    real_to_numpy = arcee_np.validation.arguments.to_numpy
 
     def small_only(x):
-        assert getattr(x, "ndim", 0) <= 2, f"check_inputs copied a {getattr(x, 'shape', '?')} array to the host"
+        assert getattr(x, "ndim", 0) <= 2, f"the input checks copied a {getattr(x, 'shape', '?')} array to the host"
         return real_to_numpy(x)
 
-    monkeypatch.setattr(arcee_np.inputs, "to_numpy", small_only)
+    monkeypatch.setattr(arcee_np.validation.arguments, "to_numpy", small_only)
     for kwargs in (dict(input_ids=cupy.asarray(ids), attention_mask=cupy.asarray(mask)),
                    dict(inputs_embeds=cupy.asarray(embeds), attention_mask=mask)):
         out = gpu(**kwargs).logits
