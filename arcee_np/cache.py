@@ -8,6 +8,8 @@ The layout and contents are those of transformers' DynamicCache.
 from __future__ import annotations
 
 from .blocks.namespace import array_namespace
+from .errors import InputError
+from .validation.values import require_int
 
 _MIN_CAPACITY = 16
 
@@ -20,8 +22,9 @@ class KVCache:
     """
 
     def __init__(self, num_layers: int, max_length: int | None = None):
-        self.num_layers = num_layers
-        self.max_length = max_length
+        self.num_layers = require_int("KVCache(num_layers)", num_layers, InputError, low=1)
+        self.max_length = None if max_length is None else require_int("KVCache(max_length)", max_length,
+                                                                       InputError, low=1)
         self._keys = [None] * num_layers  # each [B, KV, capacity, hd]
         self._values = [None] * num_layers
         self._lengths = [0] * num_layers

@@ -157,17 +157,18 @@ def _read_stdin() -> str:
 def describe(path: str) -> dict:
     """What ``arcee-np info`` prints, as a dict: config, parameters, memory per dtype, generation, tokenizer."""
     from .io.checkpoint import backbone_shapes, checkpoint_files
-    from .io.safetensors import read_metadata
+    from .io.safetensors import read_checked_header
+    from .validation.checkpoint import check_layer_count
     from .config import ArceeConfig
     from .models import ArceeForCausalLM, read_generation_config
 
     config = ArceeConfig.from_pretrained(path)
+    files = checkpoint_files(path)
+    names = [entry.name for file in files for entry in read_checked_header(file).entries]  # corrupt files refused
+    check_layer_count(names, config.num_hidden_layers)
     shapes = list(backbone_shapes(config).values()) + list(ArceeForCausalLM.head_shapes(config).values())
     params = sum(_prod(shape) for shape in shapes)
     kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
-    files = checkpoint_files(path)
-    for file in files:
-        read_metadata(file)  # checks the whole header: a truncated or corrupt file is refused; no tensor is read
     info = {
         "path": os.path.abspath(path),
         "config": config.to_dict(),

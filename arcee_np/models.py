@@ -18,7 +18,7 @@ from .blocks import (causal_lm_loss, last_non_pad_index, linear, lm_head, pool_p
                      sequence_classification_loss, split_start_end, token_classification_loss)
 from .cache import KVCache
 from .io.weights import host_dtype, place_weights, widen_whole
-from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
+from .io.checkpoint import backbone_shapes, parameter_count, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig
 from .errors import CheckpointError, ConfigError, InputError
 from .generation import generate_tokens, resolve_settings
@@ -30,6 +30,7 @@ from .validation.files import check_folder, read_json
 from .validation.finite import check_finite_output
 from .validation.config import PROBLEM_TYPES
 from .validation.generation import check_generation_config, check_prompt
+from .validation.memory import check_allocation
 from .validation.values import require_choice
 from .outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
@@ -126,6 +127,8 @@ class ArceePreTrainedModel:
                     widen: str = "auto", attn_implementation: str = "tiled"):
         """A randomly initialised model, as transformers initialises one: linear and embedding weights
         ~ N(0, initializer_range), biases 0, norm weights 1."""
+        check_allocation(4 * parameter_count(config, cls.head_shapes(config)), f"{cls.__name__}.from_config",
+                         "choose a smaller config")
         rng = np.random.default_rng(seed)
         shapes = {cls.prefix + k: v for k, v in backbone_shapes(config).items()} | cls.head_shapes(config)
         tensors = {}
@@ -347,7 +350,12 @@ class ArceeForCausalLM(ArceePreTrainedModel):
             max_new_tokens=max_new_tokens, max_length=max_length, min_new_tokens=min_new_tokens,
             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed)
-        cache = KVCache(self.config.num_hidden_layers, max_length=settings.max_length)
+        c = self.config
+        check_allocation(2 * c.num_hidden_layers * ids.shape[0] * c.num_key_value_heads * c.head_dim *
+                         settings.max_length * np.dtype(host_dtype(self.dtype)).itemsize,
+                         f"the KV cache for {ids.shape[0]} x {settings.max_length} positions",
+                         "ask for fewer new tokens or a smaller batch")
+        cache = KVCache(c.num_hidden_layers, max_length=settings.max_length)
         return generate_tokens(self._generation_step, ids, settings, mask, cache, streamer)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError, InputTypeError
+
 TASKS = ("text-generation",)
 
 
@@ -34,12 +36,12 @@ class TextGenerationPipeline:
         single = isinstance(text_inputs, str)
         prompts = [text_inputs] if single else list(text_inputs)
         if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise TypeError("text-generation takes a string, a list of strings or a chat (a list of "
+            raise InputTypeError("text-generation takes a string, a list of strings or a chat (a list of "
                             "{'role': ..., 'content': ...} messages).")
         batch = self.tokenizer(prompts, add_special_tokens=add_special_tokens, padding=True, padding_side="left",
                                return_tensors="np")
         if batch["input_ids"].shape[1] == 0:
-            raise ValueError("the prompt is empty and the tokenizer adds no bos token: give some text.")
+            raise InputError("the prompt is empty and the tokenizer adds no bos token: give some text.")
         sequences = self.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **generate_kwargs)
         width = batch["input_ids"].shape[1]
         results = []
@@ -51,7 +53,7 @@ class TextGenerationPipeline:
     def _chat(self, messages, skip_special_tokens, generate_kwargs):
         """A chat ending in a user turn gets an assistant reply appended; one ending in an assistant turn is
         continued (prefill), as transformers does."""
-        prefill = messages[-1]["role"] == "assistant"
+        prefill = messages[-1].get("role") == "assistant"
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not prefill,
                                                  continue_final_message=prefill, return_dict=False)
         row = self.model.generate(np.asarray([ids], dtype=np.int64), **generate_kwargs)[0]
@@ -75,12 +77,12 @@ def pipeline(task: str = "text-generation", model=None, tokenizer=None, dtype: s
     from .io.tokenizer import ArceeTokenizer
 
     if task not in TASKS:
-        raise ValueError(f"arcee_np's pipeline supports {', '.join(TASKS)}, not {task!r}.")
+        raise InputError(f"arcee_np's pipeline supports {', '.join(TASKS)}, not {task!r}.")
     if model is None:
         model = default_model_path()
     if isinstance(model, ArceeForCausalLM):
         if tokenizer is None:
-            raise ValueError("pass tokenizer= (an ArceeTokenizer or a folder with tokenizer.json) with a model object.")
+            raise InputError("pass tokenizer= (an ArceeTokenizer or a folder with tokenizer.json) with a model object.")
     else:
         tokenizer = model if tokenizer is None else tokenizer
         model = ArceeForCausalLM.from_pretrained(model, dtype=dtype, device=device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import MissingFileError
+
 SHIPPED_MODEL = "shakespeare"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
@@ -17,7 +19,7 @@ def default_model_path() -> str:
     folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", SHIPPED_MODEL)
     missing = [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(folder, name))]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"the shipped model is incomplete: {', '.join(missing)} missing from {folder}. Reinstall arcee-np "
             f"(pip install .) from a full checkout, or pass --model PATH / model=PATH to use another checkpoint.")
     return folder

@@ -27,7 +27,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .backend import to_numpy
-from .errors import NonFiniteError
+from .errors import InputTypeError, NonFiniteError
 
 _active: list["Trace"] = []
 
@@ -62,8 +62,13 @@ def name_order_key(name: str) -> tuple:
 
 
 def pattern_list(patterns) -> list:
-    """One pattern (a glob, a compiled regex, a predicate) or several, as a list."""
-    return [patterns] if isinstance(patterns, (str, re.Pattern)) or callable(patterns) else list(patterns)
+    """One pattern (a glob, a compiled regex, a predicate) or several, as a list; InputTypeError for others."""
+    one = isinstance(patterns, (str, re.Pattern)) or callable(patterns)
+    out = [patterns] if one else list(patterns) if isinstance(patterns, (list, tuple, set, frozenset)) else None
+    if out is None or not all(isinstance(p, (str, re.Pattern)) or callable(p) for p in out):
+        raise InputTypeError(f"trace patterns are globs (str), compiled regexes or predicates name -> bool, or a "
+                             f"list of them; got {patterns!r}.")
+    return out
 
 
 def _matches(pattern, name: str) -> bool:

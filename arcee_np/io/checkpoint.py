@@ -8,7 +8,9 @@ of the tensors against the config live in ``arcee_np.validation.checkpoint``. Ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -92,6 +94,14 @@ def backbone_shapes(config) -> dict[str, tuple[int, ...]]:
         if config.mlp_bias:
             shapes.update({p + "mlp.up_proj.bias": (i,), p + "mlp.down_proj.bias": (d,)})
     return shapes
+
+
+def parameter_count(config, head_shapes: dict | None = None) -> int:
+    """How many numbers the backbone (and ``head_shapes``) of ``config`` hold, without listing every layer."""
+    one_layer = backbone_shapes(dataclasses.replace(config, num_hidden_layers=1))
+    per_layer = sum(math.prod(s) for n, s in one_layer.items() if n.startswith("layers."))
+    rest = sum(math.prod(s) for n, s in one_layer.items() if not n.startswith("layers."))
+    return rest + config.num_hidden_layers * per_layer + sum(math.prod(s) for s in (head_shapes or {}).values())
 
 
 def split_checkpoint(tensors: dict, config, prefix: str, head_shapes: dict, ignored: tuple = ()):

@@ -43,9 +43,10 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {entry.name: _tensor_from_buffer(entry, buffer, header.data_start) for entry in header.entries}
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``__metadata__`` of a ``.safetensors`` file (its header checked as read_safetensors does)."""
-    return read_header(os.fspath(path), _DTYPES).metadata
+def read_checked_header(path: str | os.PathLike):
+    """The header of a ``.safetensors`` file, checked as read_safetensors checks it, without reading a tensor:
+    ``.entries`` (name, dtype, shape, byte range of each tensor) and ``.metadata``."""
+    return read_header(os.fspath(path), _DTYPES)
 
 
 def _tensor_from_buffer(entry, buffer, data_start) -> np.ndarray:

@@ -28,6 +28,7 @@ from datetime import datetime
 import numpy as np
 
 from ..errors import InputError, InputTypeError, TokenizerError
+from ..validation.arguments import check_flag
 from ..validation.files import check_folder, read_json, read_text
 from ..validation.tokenizer import (SPECIAL_TOKEN_NAMES, chat_template_errors, check_chat_template, check_conversation,
                                     check_text, check_token_ids, check_tokenizer_config, read_tokenizer_json)
@@ -132,11 +133,13 @@ class ArceeTokenizer:
     # ------------------------------------------------------------------ encoding and decoding
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """``text`` -> token ids (with bos/eos as the tokenizer's config adds them)."""
-        return self._tokenizer.encode(check_text(text), add_special_tokens=add_special_tokens).ids
+        return self._tokenizer.encode(check_text(text), add_special_tokens=check_flag("add_special_tokens",
+                                                                                      add_special_tokens)).ids
 
     def decode(self, token_ids, skip_special_tokens: bool = False) -> str:
         """Token ids (a list, a 1-D array or one int) -> text. Ids outside the vocabulary are refused."""
-        text = self._tokenizer.decode(check_token_ids(token_ids, len(self)), skip_special_tokens=skip_special_tokens)
+        text = self._tokenizer.decode(check_token_ids(token_ids, len(self)),
+                                      skip_special_tokens=check_flag("skip_special_tokens", skip_special_tokens))
         if self.clean_up_tokenization_spaces and type(self._tokenizer.model).__name__ != "BPE":
             for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
                                   (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
@@ -223,6 +226,9 @@ class ArceeTokenizer:
         calls ``raise_exception`` or fails while rendering is a TokenizerError naming where it came from.
         """
         check_conversation(conversation)
+        for name, value in (("add_generation_prompt", add_generation_prompt), ("tokenize", tokenize),
+                            ("return_dict", return_dict), ("continue_final_message", continue_final_message)):
+            check_flag(name, value)
         if continue_final_message and add_generation_prompt:
             raise InputError("continue_final_message and add_generation_prompt do not go together: the first "
                              "continues the last message, the second starts a new assistant turn.")

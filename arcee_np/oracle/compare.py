@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError
 from ..trace import Trace, name_order_key, split_name
+from ..validation.values import require_real
 from .tracefile import as_numpy, describe_patterns, trace_model, versions
 
 
@@ -61,16 +63,19 @@ def tolerance_for(dtype=None, against: str | None = None, tolerance=None) -> Tol
         return tolerance
     if isinstance(tolerance, str):
         if tolerance not in TOLERANCES:
-            raise ValueError(f"unknown tolerance {tolerance!r}; choose one of {', '.join(TOLERANCES)}.")
+            raise InputError(f"unknown tolerance {tolerance!r}; choose one of {', '.join(TOLERANCES)}.")
         return TOLERANCES[tolerance]
     if tolerance is not None:
-        atol, rtol = tolerance
-        return Tolerance(float(atol), float(rtol), "given")
+        if not (isinstance(tolerance, (tuple, list)) and len(tolerance) == 2):
+            raise InputTypeError(f"tolerance must be a Tolerance, a row of TOLERANCES or (atol, rtol), got "
+                                 f"{tolerance!r}.")
+        atol, rtol = (require_real(name, value, InputError, low=0) for name, value in zip(("atol", "rtol"), tolerance))
+        return Tolerance(atol, rtol, "given")
     name = np.dtype(dtype).name if dtype is not None and not isinstance(dtype, str) else (dtype or "float32")
     if name == "float64" and against == "transformers":
         name = "float64_plain"
     if name not in TOLERANCES:
-        raise ValueError(f"no tolerance for dtype {name!r}; pass tolerance= (one of {', '.join(TOLERANCES)} "
+        raise InputError(f"no tolerance for dtype {name!r}; pass tolerance= (one of {', '.join(TOLERANCES)} "
                          f"or (atol, rtol)).")
     return TOLERANCES[name]
 
@@ -430,7 +435,7 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
     layers = backbone.layers
     implementation = getattr(torch_model.config, "_attn_implementation", "eager")
     if implementation != "eager":
-        raise ValueError(f"the transformers model uses {implementation!r} attention, which returns no attention "
+        raise InputError(f"the transformers model uses {implementation!r} attention, which returns no attention "
                          f"weights: load it with attn_implementation='eager' (or call "
                          f"model.set_attn_implementation('eager')).")
     modeling = sys.modules[type(layers[0].self_attn).__module__]
@@ -527,7 +532,7 @@ def _split(count):
 def _attention_weights(out):
     weights = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
     if weights is None:
-        raise ValueError("the attention module returned no weights: load the model with attn_implementation='eager'.")
+        raise InputError("the attention module returned no weights: load the model with attn_implementation='eager'.")
     return weights
 
 

@@ -24,10 +24,10 @@ from importlib import metadata as importlib_metadata
 import numpy as np
 
 from ..backend import DTYPES, to_numpy
-from ..errors import CheckpointError, TraceFileError
-from ..io.safetensors import read_metadata, read_safetensors
+from ..errors import CheckpointError, FileAccessError, InputError, TraceFileError
+from ..io.safetensors import read_checked_header, read_safetensors
 from ..trace import Trace, name_order_key, pattern_list, trace
-from ..validation.files import check_file
+from ..validation.files import check_file, writable_file_problem
 from ..validation.tracefile import check_trace_header
 
 FORMAT = "arcee_np.trace"
@@ -99,7 +99,7 @@ def save_trace(t, path: str | os.PathLike, meta: dict | None = None) -> None:
     """
     clash = [name for name in t if name.startswith(INPUT_PREFIX)]
     if clash:
-        raise ValueError(f"trace names may not start with {INPUT_PREFIX!r} (reserved for the inputs): {clash[:3]}")
+        raise InputError(f"trace names may not start with {INPUT_PREFIX!r} (reserved for the inputs): {clash[:3]}")
     inputs = dict(getattr(t, "inputs", {}))
     tensors = {name: np.ascontiguousarray(as_numpy(value)) for name, value in t.items()}
     tensors.update({INPUT_PREFIX + k: np.ascontiguousarray(as_numpy(v)) for k, v in inputs.items()})
@@ -107,7 +107,11 @@ def save_trace(t, path: str | os.PathLike, meta: dict | None = None) -> None:
               "meta": {**getattr(t, "meta", {}), **(meta or {})}}
     from safetensors.numpy import save_file
 
-    save_file(tensors, os.fspath(path), metadata={METADATA_KEY: json.dumps(header)})
+    path = os.fspath(path)
+    problem = writable_file_problem(path)
+    if problem:
+        raise FileAccessError(f"cannot write the trace file {path!r}: {problem}.")
+    save_file(tensors, path, metadata={METADATA_KEY: json.dumps(header)})
 
 
 def load_trace(path: str | os.PathLike) -> Trace:
@@ -116,7 +120,7 @@ def load_trace(path: str | os.PathLike) -> Trace:
     A malformed file or metadata is a TraceFileError naming the file (arcee_np.validation.tracefile)."""
     path = check_file(os.fspath(path), "trace file", "; write one with `arcee-np trace` or save_trace")
     try:
-        tensors, metadata = read_safetensors(path), read_metadata(path)
+        tensors, metadata = read_safetensors(path), read_checked_header(path).metadata
     except CheckpointError as err:
         raise TraceFileError(f"not a readable trace file: {err}") from None
     raw = metadata.get(METADATA_KEY)
