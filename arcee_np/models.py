@@ -29,7 +29,7 @@ from .validation.arguments import (ForwardInputs, check_class_labels, check_dtyp
 from .validation.files import check_folder, read_json
 from .validation.finite import check_finite_output
 from .validation.config import PROBLEM_TYPES
-from .validation.generation import check_generation_config, check_prompt
+from .validation.generation import check_cache_memory, check_generation_config, check_prompt
 from .validation.memory import check_allocation
 from .validation.values import require_choice
 from .outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
@@ -274,8 +274,8 @@ class ArceeForCausalLM(ArceePreTrainedModel):
                                   use_cache, output_attentions, output_hidden_states)
         if labels is not None:
             labels = check_token_labels(labels, inputs, self.config.vocab_size, "vocab_size", self.xp)
-        return self._forward(inputs, labels, check_logits_to_keep(logits_to_keep, inputs.length,
-                                                                  labels is not None, self.xp))
+        keep = check_logits_to_keep(logits_to_keep, inputs, self.config.vocab_size, labels is not None, self.xp)
+        return self._forward(inputs, labels, keep)
 
     def _forward(self, inputs: ForwardInputs, labels=None, logits_to_keep=0):
         """The forward of checked arguments (generate's steps call it directly)."""
@@ -350,12 +350,8 @@ class ArceeForCausalLM(ArceePreTrainedModel):
             max_new_tokens=max_new_tokens, max_length=max_length, min_new_tokens=min_new_tokens,
             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed)
-        c = self.config
-        check_allocation(2 * c.num_hidden_layers * ids.shape[0] * c.num_key_value_heads * c.head_dim *
-                         settings.max_length * np.dtype(host_dtype(self.dtype)).itemsize,
-                         f"the KV cache for {ids.shape[0]} x {settings.max_length} positions",
-                         "ask for fewer new tokens or a smaller batch")
-        cache = KVCache(c.num_hidden_layers, max_length=settings.max_length)
+        check_cache_memory(self.config, ids.shape[0], settings.max_length, np.dtype(host_dtype(self.dtype)).itemsize)
+        cache = KVCache(self.config.num_hidden_layers, max_length=settings.max_length)
         return generate_tokens(self._generation_step, ids, settings, mask, cache, streamer)
 
 

@@ -34,7 +34,7 @@ class TextGenerationPipeline:
         if _is_chat(text_inputs):
             return self._chat(list(text_inputs), skip_special_tokens, generate_kwargs)
         single = isinstance(text_inputs, str)
-        prompts = [text_inputs] if single else list(text_inputs)
+        prompts = [text_inputs] if single else list(text_inputs) if isinstance(text_inputs, (list, tuple)) else []
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise InputTypeError("text-generation takes a string, a list of strings or a chat (a list of "
                             "{'role': ..., 'content': ...} messages).")

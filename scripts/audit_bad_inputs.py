@@ -902,15 +902,79 @@ def cli_cases(work: Path):
                                                                 missing, "--ids", "1 2"], [[missing]], 2)
     yield cli("compare --against transformers trace names missing model", ["compare", str(valid_trace), "--against",
                                                                            "transformers"], [["--model", "model_path"]])
+    huge = model_folder(work, "cli-huge-layers", {"config.json": {**shipped_json("config.json"),
+                                                                   "num_hidden_layers": 10 ** 9}})
+    yield cli("info model:num_layers-huge", ["info", "--model", str(huge)], [["num_hidden_layers"]], 1)
+    yield cli("generate prompt not utf-8", ["generate", "caf\udce9"], [["PROMPT"]], 2)
+    yield cli("generate bfloat16 on array_api_strict", ["generate", "hi", "--dtype", "bfloat16", "--device",
+                                                         "array_api_strict"], [["bfloat16"]])
+    yield cli("generate --max-new-tokens past positions", ["generate", "hi", "--max-new-tokens", "600"],
+              [["max_position_embeddings"]])
+    ids_file = out_dir / "ids.txt"
+    ids_file.write_bytes(b"\xff\xfe 1 2")
+    yield cli("trace --ids file not utf-8", trace + ["--ids", str(ids_file)], [["--ids"]], 2)
+    yield cli("compare traces of other names", ["compare", str(valid_trace), str(out_dir / "t2.safetensors")],
+              [["t2.safetensors"]], 2)
     for argv, needle in ((["frobnicate"], "frobnicate"), ([], "COMMAND"), (["generate", "--frobnicate"], "frobnicate"),
                          (["info", "--json", "extra"], "extra")):
         yield cli(f"argv {' '.join(argv) or '(none)'}", argv, [[needle]], 2)
 
 
+def api_cases(work: Path):
+    """The rest of the public surface: constructors, tracing, comparing, saving."""
+    calls = {
+        "from_config-huge": ("from arcee_np import ArceeConfig, ArceeForCausalLM\nArceeForCausalLM.from_config("
+                             "ArceeConfig(num_hidden_layers=10 ** 9, vocab_size=64, hidden_size=32, intermediate_size=32,"
+                             " num_attention_heads=4))", ["from_config"]),
+        "KVCache(0)": ("from arcee_np import KVCache\nKVCache(0)", ["num_layers"]),
+        "KVCache('2')": ("from arcee_np import KVCache\nKVCache('2')", ["num_layers"]),
+        "KVCache(max_length=-1)": ("from arcee_np import KVCache\nKVCache(2, max_length=-1)", ["max_length"]),
+        "trace(5)": ("import arcee_np\nwith arcee_np.trace(5):\n    pass", ["pattern"]),
+        "save_trace-missing-folder": ("from arcee_np.oracle.tracefile import save_trace\nimport numpy as np\n"
+                                      "save_trace({'embed': np.ones(2)}, WORK + '/nowhere/t.safetensors')", ["nowhere"]),
+        "save_trace-reserved-name": ("from arcee_np.oracle.tracefile import save_trace\nimport numpy as np\n"
+                                     "save_trace({'inputs.x': np.ones(2)}, WORK + '/t.safetensors')", ["inputs."]),
+        "compare-tolerance-nan": ("from arcee_np.oracle.compare import compare_traces\nimport numpy as np\n"
+                                  "compare_traces({'a': np.ones(2)}, {'a': np.ones(2)}, (float('nan'), 0))", ["atol"]),
+        "compare-tolerance-string": ("from arcee_np.oracle.compare import compare_traces\nimport numpy as np\n"
+                                     "compare_traces({'a': np.ones(2)}, {'a': np.ones(2)}, 'loose')", ["loose"]),
+        "pipeline-task": ("from arcee_np.pipeline import pipeline\npipeline('summarization')", ["summarization"]),
+        "pipeline-number": ("from arcee_np.pipeline import pipeline\npipeline()(12)", ["text-generation"]),
+        "pipeline-chat-without-role": ("from arcee_np.pipeline import pipeline\npipeline()([{'content': 'hi'}])",
+                                       ["role"]),
+        "decode-skip-string": ("from arcee_np.io.tokenizer import ArceeTokenizer\n"
+                               "ArceeTokenizer.from_pretrained(MODEL).decode([5], skip_special_tokens='yes')",
+                               ["skip_special_tokens"]),
+        "encode-add-special-none": ("from arcee_np.io.tokenizer import ArceeTokenizer\n"
+                                    "ArceeTokenizer.from_pretrained(MODEL).encode('hi', add_special_tokens=None)",
+                                    ["add_special_tokens"]),
+        "tokenizer-folder-missing": ("from arcee_np.io.tokenizer import ArceeTokenizer\n"
+                                     "ArceeTokenizer.from_pretrained(WORK + '/none')", ["none"]),
+        "from_pretrained-path-number": ("from arcee_np import ArceeForCausalLM\nArceeForCausalLM.from_pretrained(5)",
+                                        ["path", "5"]),
+        "from_pretrained-widen": ("from arcee_np import ArceeForCausalLM\n"
+                                  "ArceeForCausalLM.from_pretrained(MODEL, widen='sometimes')", ["widen"]),
+        "from_pretrained-attention": ("from arcee_np import ArceeForCausalLM\n"
+                                      "ArceeForCausalLM.from_pretrained(MODEL, attn_implementation='flash')",
+                                      ["attn_implementation"]),
+        "bfloat16-on-array_api_strict": ("from arcee_np import ArceeForCausalLM\nArceeForCausalLM.from_pretrained("
+                                         "MODEL, dtype='bfloat16', device='array_api_strict')", ["bfloat16"]),
+    }
+    for name, (code, needle) in calls.items():
+        yield Case("api", name, needles=[needle], code=code + "\n")
+    yield Case("api", "labels-all-ignored", expect="accept", code=MODEL_SETUP + textwrap.dedent("""
+        out = model(ids, labels=np.full((1, 4), -100))
+        assert np.isnan(out.loss)  # the mean over no tokens, as PyTorch's cross_entropy gives
+    """))
+    yield Case("api", "bool-mask", expect="accept", code=MODEL_SETUP + textwrap.dedent("""
+        assert np.array_equal(model(ids, attention_mask=np.ones((1, 4), bool)).logits, model(ids).logits)
+    """))
+
+
 GENERATORS = {"config": config_cases, "generation_config": generation_config_cases, "safetensors": safetensors_cases,
               "index": index_cases, "checkpoint": checkpoint_cases, "forward": forward_cases, "cache": cache_cases,
               "generate": generate_cases, "heads": head_cases, "tokenizer": tokenizer_cases,
-              "tracefile": tracefile_cases, "cli": cli_cases}
+              "tracefile": tracefile_cases, "api": api_cases, "cli": cli_cases}
 
 
 # ---------------------------------------------------------------------------------------------- running a case

@@ -25,6 +25,7 @@ import numpy as np
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
 from ..backend import device_of, is_wide, to_device, to_numpy
+from ..errors import InputError
 
 WIDEN_POLICIES = ("auto", "at_load", "per_use")
 AUTO_WIDEN_EXTRA_BYTES = 2 * 1024**3  # "auto" widens at load when that needs at most this much more memory
@@ -165,7 +166,7 @@ def _itemsize(name: str) -> int:
 def resolve_widen_policy(widen: str, tensors: dict, model_dtype: str) -> str:
     """``"at_load"`` or ``"per_use"`` for a ``widen`` argument (``"auto"`` decides by memory, see the module)."""
     if widen not in WIDEN_POLICIES:
-        raise ValueError(f"unknown widen={widen!r}; choose one of {', '.join(WIDEN_POLICIES)}.")
+        raise InputError(f"unknown widen={widen!r}; choose one of {', '.join(WIDEN_POLICIES)}.")
     if widen != "auto":
         return widen
     return "at_load" if widening_extra_bytes(tensors, model_dtype) <= AUTO_WIDEN_EXTRA_BYTES else "per_use"

@@ -17,6 +17,7 @@ import numpy as np
 from ..backend import device_of, to_device, to_numpy
 from ..blocks.namespace import array_namespace
 from ..errors import CacheError, InputError, InputTypeError
+from .memory import check_allocation
 from .values import is_flag, is_integer, shown
 
 IGNORE_INDEX = -100  # labels with this value are not scored (transformers' ignore_index)
@@ -66,8 +67,8 @@ def integer_matrix(x, name: str) -> np.ndarray:
 def check_token_ids(x, name: str, vocab_size: int) -> np.ndarray:
     """Token ids [batch, seq] (at least one), each in [0, vocab_size); int64 on the host."""
     ids = integer_matrix(x, name)
-    if ids.shape[1] == 0:
-        raise InputError(f"{name} is empty (shape {tuple(ids.shape)}): give at least one token.")
+    if ids.shape[1] == 0 or ids.shape[0] == 0:
+        raise InputError(f"{name} is empty (shape {tuple(ids.shape)}): give at least one row of at least one token.")
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
         bad = ids[(ids < 0) | (ids >= vocab_size)]
         raise InputError(f"{name} must lie in [0, vocab_size={vocab_size}); found {bad[:5].tolist()}. "
@@ -153,8 +154,8 @@ def _check_embeddings(embeds, config, xp, dtype):
     shape = tuple(embeds.shape)
     if len(shape) != 3 or shape[2] != config.hidden_size:
         raise InputError(f"inputs_embeds must be [batch, seq, hidden_size={config.hidden_size}], got {shape}.")
-    if shape[1] == 0:
-        raise InputError(f"inputs_embeds is empty (shape {shape}): give at least one position.")
+    if shape[0] == 0 or shape[1] == 0:
+        raise InputError(f"inputs_embeds is empty (shape {shape}): give at least one row of at least one position.")
     if "float" not in str(embeds.dtype):
         raise InputTypeError(f"inputs_embeds must hold floating-point vectors, got dtype {embeds.dtype}.")
     embeds = to_device(embeds, xp, dtype)
@@ -293,9 +294,10 @@ def check_span_positions(name: str, value, batch: int, xp):
     return to_device(host.reshape(-1).astype(np.int64), xp)
 
 
-def check_logits_to_keep(value, length: int, with_labels: bool, xp):
+def check_logits_to_keep(value, inputs: ForwardInputs, vocab_size: int, with_labels: bool, xp):
     """``logits_to_keep``: an int >= 0 (keep the last that many positions; 0 keeps all) or a 1-D array of
-    positions in [-seq, seq). Returns an int or an int64 ``xp`` array."""
+    positions in [-seq, seq); the logits it keeps must fit in memory. Returns an int or an int64 ``xp`` array."""
+    length = inputs.length
     if is_integer(value):
         if value < 0:
             raise InputError(f"logits_to_keep must be >= 0 (the number of last positions to keep; 0 keeps all), "
@@ -314,4 +316,7 @@ def check_logits_to_keep(value, length: int, with_labels: bool, xp):
         keep = to_device(np.where(host < 0, host + length, host).astype(np.int64), xp)
     if with_labels and not (isinstance(keep, int) and keep == 0):
         raise InputError("labels need the logits of every position: leave logits_to_keep at 0.")
+    kept = (min(keep, length) or length) if isinstance(keep, int) else int(keep.shape[0])
+    check_allocation(4 * inputs.batch * kept * vocab_size, f"the logits of {inputs.batch} x {kept} positions",
+                     "pass logits_to_keep=1 (the last position only) or a shorter input")
     return keep

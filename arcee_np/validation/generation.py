@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError, InputError, InputTypeError
 from .arguments import check_key_mask, check_token_ids
+from .memory import check_allocation
 from .values import is_flag, is_integer, is_real, require_flag, require_int, require_real, require_token_ids, shown
 
 # knob -> (the type it takes, its check(name, value, error) -> value)
@@ -83,6 +84,14 @@ def check_length(prompt_length: int, total: int, max_position_embeddings: int | 
         raise InputError(f"{asked} makes the sequence {total} positions long, past the model's "
                          f"max_position_embeddings={max_position_embeddings} (the prompt has {prompt_length} tokens): "
                          f"{fix}.")
+
+
+def check_cache_memory(config, batch: int, length: int, itemsize: int) -> None:
+    """The KV cache generate preallocates (keys and values of every layer, ``batch`` x ``length`` positions)
+    fits in memory."""
+    check_allocation(2 * config.num_hidden_layers * batch * config.num_key_value_heads * config.head_dim * length *
+                     itemsize, f"the KV cache of {batch} x {length} positions", "ask for fewer new tokens or a "
+                     "smaller batch")
 
 
 def check_beams(settings: dict) -> None:

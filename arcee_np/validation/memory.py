@@ -30,8 +30,13 @@ def _gib(n: int) -> str:
     return f"{n / 2 ** 30:,.1f} GiB"
 
 
+_SMALL = 2 ** 28  # allocations below 256 MiB are not worth reading /proc/meminfo for
+
+
 def check_allocation(nbytes: int, what: str, fix: str) -> None:
     """InputError when ``nbytes`` (for ``what``) exceed what this process can allocate; ``fix`` says what to do."""
+    if nbytes < _SMALL:
+        return
     limit = available_bytes()
     if limit is not None and nbytes > limit:
         raise InputError(f"{what} needs {_gib(nbytes)} but this machine has {_gib(limit)} available: {fix}.")
