@@ -371,3 +371,34 @@ def test_cli_turns_any_error_into_one_line(monkeypatch, capsys):
         monkeypatch.setattr(cli, "cmd_info", fail)
         got, _, message = run(capsys, "info")
         assert got == status and fragment in message and message.startswith("arcee-np info: error: ")
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+def test_allocations_that_cannot_fit_are_refused_before_they_are_tried(monkeypatch):
+    import arcee_np.validation.memory as memory
+
+    with pytest.raises(InputError, match="from_config needs .* GiB"):
+        ArceeForCausalLM.from_config(ArceeConfig(num_hidden_layers=10 ** 9, vocab_size=64, hidden_size=32,
+                                                 intermediate_size=32, num_attention_heads=4))
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)  # bytes: below the logits and the cache
+    monkeypatch.setattr(memory, "_SMALL", 0)
+    with pytest.raises(InputError, match="the logits of 1 x 4 positions .* logits_to_keep=1"):
+        MODEL(IDS)
+    with pytest.raises(InputError, match="the KV cache of 1 x 200 positions"):
+        MODEL.generate(IDS, max_new_tokens=196)
+
+
+def test_empty_batches_and_bad_cache_sizes():
+    with pytest.raises(InputError, match="empty"):
+        MODEL(np.zeros((0, 3), np.int64))
+    with pytest.raises(InputError, match=r"KVCache\(num_layers\) must be an integer >= 1"):
+        KVCache(0)
+
+
+def test_info_refuses_a_layer_count_the_weights_do_not_have(tmp_path, capsys):
+    MODEL.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**data, "num_hidden_layers": 10 ** 9}))
+    start = time.perf_counter()
+    status, _, err = run(capsys, "info", "--model", str(tmp_path))
+    assert status == 1 and "num_hidden_layers=1000000000" in err and time.perf_counter() - start < 10
