@@ -19,9 +19,9 @@ from .trace import detect_nonfinite, trace
 
 __version__ = "0.1.0"
 
-__all__ = ["ArceeConfig", "ArceeError", "ArceeForCausalLM", "ArceeForQuestionAnswering", "ArceeForSequenceClassification",
-           "ArceeForTokenClassification", "ArceeModel", "ArceePreTrainedModel", "CacheError", "CheckpointError",
-           "ConfigError", "DeviceError", "FileAccessError", "InputError", "InputTypeError", "KVCache",
-           "MissingFileError", "NonFiniteError", "QuestionAnsweringModelOutput", "SequenceClassifierOutputWithPast",
-           "TokenClassifierOutput", "TokenizerError", "TraceFileError", "UsageError", "default_model_path",
-           "detect_nonfinite", "trace", "__version__"]
+__all__ = ["ArceeConfig", "ArceeError", "ArceeForCausalLM", "ArceeForQuestionAnswering",
+           "ArceeForSequenceClassification", "ArceeForTokenClassification", "ArceeModel", "ArceePreTrainedModel",
+           "CacheError", "CheckpointError", "ConfigError", "DeviceError", "FileAccessError", "InputError",
+           "InputTypeError", "KVCache", "MissingFileError", "NonFiniteError", "QuestionAnsweringModelOutput",
+           "SequenceClassifierOutputWithPast", "TokenClassifierOutput", "TokenizerError", "TraceFileError",
+           "UsageError", "default_model_path", "detect_nonfinite", "trace", "__version__"]

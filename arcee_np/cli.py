@@ -147,7 +147,8 @@ def _read_stdin() -> str:
     """The prompt from stdin when it is piped ("" when it is a terminal), as UTF-8 text."""
     if sys.stdin is None or sys.stdin.isatty():
         return ""
-    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+    stream = getattr(sys.stdin, "buffer", None)  # a text stream without one (a test's StringIO) is read as text
+    raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .backend import DTYPES, device_of, namespace_for_device, resolve_dtype, to_device, to_numpy
+from .backend import device_of, namespace_for_device, resolve_dtype, to_device, to_numpy
 from .blocks import (causal_lm_loss, last_non_pad_index, linear, lm_head, pool_positions, question_answering_loss,
                      sequence_classification_loss, split_start_end, token_classification_loss)
 from .cache import KVCache

@@ -14,7 +14,6 @@ import math
 import struct
 
 import ml_dtypes  # noqa: F401 - lets NumPy name bfloat16 for the safetensors package
-import numpy as np
 from hypothesis import given, strategies as st
 from safetensors.numpy import load_file
 

@@ -33,16 +33,10 @@ def is_flag(value) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
-def require_int(name: str, value, error, low: int | None = None, high: int | None = None) -> int:
-    """An integer in [low, high] (either bound may be None)."""
-    if not is_integer(value) or (low is not None and value < low) or (high is not None and value > high):
-        if low is not None and high is not None:
-            wanted = f"an integer in [{low}, {high}]"
-        elif low is not None:
-            wanted = f"an integer >= {low}"
-        else:
-            wanted = "an integer" if high is None else f"an integer <= {high}"
-        raise error(f"{name} must be {wanted}, got {shown(value)}.")
+def require_int(name: str, value, error, low: int) -> int:
+    """An integer >= ``low``."""
+    if not is_integer(value) or value < low:
+        raise error(f"{name} must be an integer >= {low}, got {shown(value)}.")
     return int(value)
 
 
