@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .validation.config import check_config, check_config_json
-from .validation.files import read_json
+from .validation.files import check_path, read_json
 
 CONFIG_NAME = "config.json"
 
@@ -138,7 +138,7 @@ class ArceeConfig:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "ArceeConfig":
         """Read ``config.json`` from a checkpoint folder (or the file itself)."""
-        path = os.fspath(path)
+        path = check_path(path, "the config path")
         file = os.path.join(path, CONFIG_NAME) if os.path.isdir(path) else path
         if not os.path.exists(path):
             from .errors import MissingFileError

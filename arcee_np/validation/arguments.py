@@ -213,7 +213,7 @@ def check_cache(cache, config, xp, dtype, batch: int, length: int):
             raise CacheError(f"past_key_values holds keys of shape {tuple(keys.shape)} [batch, kv_heads, past, "
                              f"head_dim] but this call needs {want}: it was filled by another model or another "
                              f"batch size. Use one cache per model and batch.")
-        if array_namespace(keys) is not xp and device_of(array_namespace(keys)) != device_of(xp):
+        if device_of(array_namespace(keys)) != device_of(xp):
             raise CacheError(f"past_key_values lives on {device_of(array_namespace(keys))} but the model on "
                              f"{device_of(xp)}; use one cache per model.")
         if keys.dtype != dtype:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..errors import FileAccessError, MissingFileError
+from ..errors import FileAccessError, InputTypeError, MissingFileError
 
 
 def read_bytes(path: str, what: str) -> bytes:
@@ -77,13 +77,16 @@ def read_text(path: str, what: str, error: type) -> str:
     return decode_text(read_bytes(path, what), path, error)
 
 
+def check_path(path, what: str) -> str:
+    """``path`` (a str or os.PathLike) as a str; InputTypeError for anything else."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputTypeError(f"{what} must be a path (str or os.PathLike), got {type(path).__name__} {path!r}.")
+    return os.fspath(path)
+
+
 def check_folder(path, what: str) -> str:
     """``path`` as a string, when it is an existing folder; MissingFileError / FileAccessError otherwise."""
-    if not isinstance(path, (str, os.PathLike)):
-        from ..errors import InputTypeError
-
-        raise InputTypeError(f"{what} must be a path (str or os.PathLike), got {type(path).__name__}.")
-    path = os.fspath(path)
+    path = check_path(path, what)
     if not os.path.exists(path):
         raise MissingFileError(f"{what} {path!r} does not exist.")
     if not os.path.isdir(path):
