@@ -105,7 +105,8 @@ def backbone(params, config, input_ids=None, inputs_embeds=None, attention_mask=
     position_ids: [B, T] / [1, T] or None (``past + arange(T)``); cache: KVCache or None.
     Returns BackboneOutput.
     """
-    h = embed(input_ids, params["embed_tokens.weight"]) if inputs_embeds is None else inputs_embeds
+    dtype = params["norm.weight"].dtype  # the activation dtype: norm weights are kept in the model's dtype
+    h = embed(input_ids, params["embed_tokens.weight"], dtype) if inputs_embeds is None else inputs_embeds
     h = record("embed", h)  # [B, T, D]
     xp = array_namespace(h)
     batch, length = h.shape[:2]

@@ -12,13 +12,13 @@ import os
 import warnings
 
 import numpy as np
-from array_api_compat import is_cupy_array
 
 from .backend import DTYPES, device_of, namespace_for_device, resolve_dtype, to_device, to_numpy
 from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, lm_head, pool_positions,
                      question_answering_loss, sequence_classification_loss, split_start_end,
                      token_classification_loss)
 from .cache import KVCache
+from .io.weights import host_dtype, place_weights
 from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig
 from .errors import ConfigError
@@ -39,7 +39,7 @@ class ArceePreTrainedModel:
     prefix = "model."
 
     def __init__(self, config: ArceeConfig, backbone_params: dict, head_params: dict | None = None,
-                 dtype: str = "float32", device: str = "cpu"):
+                 dtype: str = "float32", device: str = "cpu", widen: str = "auto"):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
         self.config = config
@@ -50,8 +50,10 @@ class ArceePreTrainedModel:
         backbone_params, head_params = split_checkpoint(
             {self.prefix + k: v for k, v in backbone_params.items()} | dict(head_params or {}),
             config, self.prefix, self.head_shapes(config), self.ignored_names(config))
-        self.params = {k: self._to_backend(v) for k, v in backbone_params.items()}
-        self.head_params = {k: self._to_backend(v) for k, v in head_params.items()}
+        placed = place_weights({self.prefix + k: v for k, v in backbone_params.items()} | head_params, self.xp,
+                               self._dtype, widen)
+        self.params = {k[len(self.prefix):]: placed[k] for k in (self.prefix + n for n in backbone_params)}
+        self.head_params = {k: placed[k] for k in head_params}
 
     # ------------------------------------------------------------------ the head's description
     @classmethod
@@ -66,23 +68,41 @@ class ArceePreTrainedModel:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu",
+                        widen: str = "auto"):
         """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded).
 
-        dtype: "float32" (default), "float64" (golden mode: every step in float64) or "float16";
-        device: "cpu" (NumPy), "cuda" (CuPy) or "array_api_strict".
+        dtype: "float32" (default: as transformers float32), "float64" (golden mode: every step in float64),
+        "float16" or "bfloat16" (transformers' casting points in that dtype; products in float32);
+        device: "cpu" (NumPy), "cuda" (CuPy) or "array_api_strict";
+        widen: when weights stored in a narrower dtype than the computation are widened (arcee_np.io.weights):
+        "at_load" (fastest), "per_use" (a tile of rows each time a block uses them: memory stays near the
+        file's size plus the activations), or "auto" (default: at load when that costs at most 2 GiB more
+        than the stored weights, else per use).
+
+        Memory: the file is memory-mapped; matrices already in the compute dtype are used in place (their
+        pages count in RSS, not as the process's own memory). Widening at load adds the widened size;
+        per use adds one tile per block call. ``arcee-np info`` states both per dtype.
         """
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
-        namespace_for_device(device)  # fail on a bad device before reading any weights
+        resolve_dtype(namespace_for_device(device), dtype)  # fail on a bad device or dtype before reading weights
         config = ArceeConfig.from_pretrained(path)
-        tensors = read_checkpoint(path)
-        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config),
-                                                        cls.ignored_names(config))
-        return cls(config, backbone_params, head_params, dtype=dtype, device=device)
+        return cls.from_state_dict(config, read_checkpoint(path), dtype=dtype, device=device, widen=widen)
 
     @classmethod
-    def from_config(cls, config: ArceeConfig, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+    def from_state_dict(cls, config: ArceeConfig, tensors: dict, dtype: str = "float32", device: str = "cpu",
+                        widen: str = "auto"):
+        """A model from ``tensors`` named as transformers' state dict (``model.layers.0.mlp.up_proj.weight``
+        ...; NumPy arrays in any float dtype, or arrays of the model's backend), checked against ``config``.
+        dtype, device, widen: as ``from_pretrained``."""
+        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config),
+                                                        cls.ignored_names(config))
+        return cls(config, backbone_params, head_params, dtype=dtype, device=device, widen=widen)
+
+    @classmethod
+    def from_config(cls, config: ArceeConfig, seed: int = 0, dtype: str = "float32", device: str = "cpu",
+                    widen: str = "auto"):
         """A randomly initialised model, as transformers initialises one: linear and embedding weights
         ~ N(0, initializer_range), biases 0, norm weights 1."""
         rng = np.random.default_rng(seed)
@@ -95,25 +115,21 @@ class ArceePreTrainedModel:
                 tensors[name] = np.zeros(shape, dtype=np.float32)
             else:
                 tensors[name] = rng.normal(0.0, config.initializer_range, size=shape).astype(np.float32)
-        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config))
-        return cls(config, backbone_params, head_params, dtype=dtype, device=device)
-
-    def _to_backend(self, array):
-        if device_of(self.xp) == "cuda" and (is_cupy_array(array) or (not isinstance(array, np.ndarray)
-                                                                     and hasattr(array, "__dlpack__"))):
-            return to_device(array, self.xp, self._dtype)  # CuPy, torch CUDA ...: cast on the GPU, no host trip
-        return to_device(np.asarray(to_numpy(array)).astype(self.dtype, copy=False), self.xp)
+        return cls.from_state_dict(config, tensors, dtype=dtype, device=device, widen=widen)
 
     # ------------------------------------------------------------------ state dict and saving
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Every weight under transformers' name, as NumPy arrays."""
-        out = {self.prefix + k: to_numpy(v) for k, v in self.params.items()}
-        out.update({k: to_numpy(v) for k, v in self.head_params.items()})
-        return out
+        """Every weight under transformers' name, as NumPy arrays in the model's dtype (as transformers'
+        state_dict: a float32 model gives float32 arrays, whatever the file stored; weights kept stored
+        are widened here, which for a big model takes the memory of the whole widened model)."""
+        dtype = host_dtype(self.dtype)
+        items = [(self.prefix + k, v) for k, v in self.params.items()] + list(self.head_params.items())
+        return {name: _host_array(value).astype(dtype, copy=False) for name, value in items}
 
     def save_pretrained(self, path: str | os.PathLike, max_shard_size: int | None = None) -> None:
         """Write config.json and safetensors (sharded above ``max_shard_size`` bytes) that transformers'
-        ``from_pretrained`` loads to the same outputs."""
+        ``from_pretrained`` loads to the same outputs; the tensors are in the model's dtype (as transformers
+        saves them), bfloat16 included."""
         self.config.save_pretrained(path)
         write_checkpoint(path, self.state_dict(), max_shard_size=max_shard_size)
 
@@ -142,6 +158,13 @@ class ArceePreTrainedModel:
         return (f"{type(self).__name__}(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
                 f"heads={c.num_attention_heads}/{c.num_key_value_heads}, vocab={c.vocab_size}, "
                 f"params={self.num_parameters():,}, dtype={self.dtype}, device={self.device})")
+
+
+def _host_array(value) -> np.ndarray:
+    """A param as a NumPy array: a stored weight widened whole, any backend's array copied to the host."""
+    if hasattr(value, "widened_rows"):
+        value = value.widened_rows(0, value.shape[0])
+    return np.asarray(to_numpy(value))
 
 
 class ArceeModel(ArceePreTrainedModel):
@@ -228,10 +251,10 @@ class ArceeForCausalLM(ArceePreTrainedModel):
         self.__dict__["_generation_config"] = dict(value or {})
 
     @classmethod
-    def from_pretrained(cls, path, dtype="float32", device="cpu"):
+    def from_pretrained(cls, path, dtype="float32", device="cpu", widen="auto"):
         """As ArceePreTrainedModel.from_pretrained, and reads generation_config.json (when present) into
         ``model.generation_config``."""
-        model = super().from_pretrained(path, dtype=dtype, device=device)
+        model = super().from_pretrained(path, dtype=dtype, device=device, widen=widen)
         model.generation_config = read_generation_config(path)
         return model
 
