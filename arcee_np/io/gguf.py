@@ -471,3 +471,22 @@ def _plain(tensor: GGUFTensor) -> np.ndarray:
     if tensor.type_name not in ("F32", "F16"):  # a 1-D tensor in a block type: decode it (tiny)
         return tensor.dequantize()
     return tensor.data.reshape(tensor.shape)
+
+
+def read_gguf(path, dtype: str = "float32", device: str = "cpu", metadata: str = "llama.cpp",
+              config: ArceeConfig | None = None) -> tuple[ArceeConfig, dict, GGUFMetadata]:
+    """Everything a model needs from a GGUF file: ``(config, tensors, metadata)``.
+
+    config: the one the metadata gives under ``metadata`` (a reading in METADATA_READINGS), unless one is
+    passed (a transformers config.json's, to run the file's weights with settings it does not carry);
+    tensors: ``gguf_state_dict`` for the model's backend ``device`` and ``dtype``; metadata: the notes.
+    """
+    from ..backend import is_wide, namespace_for_device, resolve_dtype
+
+    xp = namespace_for_device(device)
+    model_dtype = resolve_dtype(xp, dtype)
+    compute = model_dtype if is_wide(xp, model_dtype) else xp.float32
+    file = GGUFFile(path)
+    notes = read_metadata(file, metadata)
+    config = notes.config if config is None else config
+    return config, gguf_state_dict(file, config, xp, model_dtype, compute), notes
