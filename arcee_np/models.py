@@ -97,7 +97,7 @@ class ArceePreTrainedModel:
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu", widen: str = "auto",
                   metadata: str = "llama.cpp", config: ArceeConfig | None = None):
-        """A model from a llama.cpp GGUF file (any type arcee_np.io.quants decodes: F32, F16, BF16, Q8_0, Q4_0,
+        """A model from a llama.cpp GGUF file (a path or an open ``arcee_np.io.gguf.GGUFFile``; any type arcee_np.io.quants decodes: F32, F16, BF16, Q8_0, Q4_0,
         Q4_K, Q5_K, Q6_K); ``from_pretrained`` calls it for a path to such a file.
 
         metadata: "llama.cpp" (default: the settings llama.cpp's Arcee loader uses, so the model computes what

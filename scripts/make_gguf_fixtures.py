@@ -28,8 +28,8 @@ and ``tests/golden_gguf/meta.json`` with the versions used (torch, transformers,
 llama.cpp commit, gguf-py) and each case's description and files.
 
 The converter refuses a freshly trained BPE tokenizer whose pre-tokenizer hash it does not know; the
-script runs it through a small wrapper that answers "gpt-2" for an unknown hash (only the GGUF key
-``tokenizer.ggml.pre`` depends on it; the fixtures are evaluated on token ids).
+script runs it through a small wrapper that answers "gpt-2" for an unknown hash (scripts/llama_cpp_tools.py;
+only the GGUF key ``tokenizer.ggml.pre`` depends on it; the fixtures are evaluated on token ids).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -51,14 +50,16 @@ import torch
 from safetensors.torch import save_file
 
 import transformers
-from transformers import ArceeConfig, ArceeForCausalLM, PreTrainedTokenizerFast
+from transformers import ArceeConfig, ArceeForCausalLM
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 from torch_reference import lifted_float32_casts, perturb_  # noqa: E402
 
 from arcee_np.oracle.llama_cpp import llama_cpp_logits, llama_cpp_version  # noqa: E402
+from llama_cpp_tools import PURE, convert, gguf_py_version, quantize, tokenizer  # noqa: E402
 
 OUT = REPO / "tests" / "golden_gguf"
 SEQUENCE_LENGTH = 32
@@ -103,45 +104,8 @@ CASES = {
         torch.bfloat16, "BF16", ("Q4_K", "Q5_K", "Q6_K", "Q4_K_M")),
 }
 
-# llama.cpp's file types (llama_ftype) for the quantizer
-FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18, "BF16": 32}
-PURE = {"Q4_K", "Q5_K", "Q6_K", "F16", "BF16", "Q8_0", "Q4_0"}  # every matrix in the one type
-TOKENIZER_TEXT = ("From fairest creatures we desire increase, that thereby beauty's rose might never die, "
-                  "but as the riper should by time decease, his tender heir might bear his memory. ") * 8
-
-CONVERTER_WRAPPER = r"""
-import os, runpy, sys
-converter = sys.argv[1]
-here = os.path.dirname(os.path.abspath(converter))
-sys.path[:0] = [here, os.path.join(here, "gguf-py")]
-sys.argv = [converter] + sys.argv[2:]
-from conversion import base
-known = base.TextModel.get_vocab_base_pre
-def pre_tokenizer(self, tokenizer):
-    try:
-        return known(self, tokenizer)
-    except NotImplementedError:  # a freshly trained tokenizer: its hash is nobody's
-        return "gpt-2"
-base.TextModel.get_vocab_base_pre = pre_tokenizer
-runpy.run_path(converter, run_name="__main__")
-"""
-
-
 def seed_of(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
-
-
-def tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE of VOCAB tokens trained on a fixed text (deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator([TOKENIZER_TEXT], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
 
 def build_checkpoint(name: str, overrides: dict, save_dtype, folder: Path) -> None:
@@ -154,31 +118,9 @@ def build_checkpoint(name: str, overrides: dict, save_dtype, folder: Path) -> No
     std = 0.15 * (SMALL["hidden_size"] / config.hidden_size) ** 0.5
     perturb_(model, torch.Generator().manual_seed(seed_of(name)), std=std)
     model.to(save_dtype).save_pretrained(folder)
-    tok = tokenizer()
+    tok = tokenizer(VOCAB)
     assert len(tok) == VOCAB, len(tok)
     tok.save_pretrained(folder)
-
-
-def convert(converter: Path, folder: Path, outtype: str, out: Path) -> None:
-    subprocess.run([sys.executable, "-c", CONVERTER_WRAPPER, str(converter), str(folder), "--outtype",
-                    outtype.lower(), "--outfile", str(out)], check=True, stdout=subprocess.DEVNULL)
-
-
-def quantize(quantizer: str, source: Path, out: Path, kind: str) -> None:
-    """``kind`` from ``source`` with llama.cpp's quantizer (pure for a single type, llama.cpp's mix for Q4_K_M)."""
-    if quantizer == "api":
-        import llama_cpp
-
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = FTYPES[kind]
-        params.pure = kind in PURE
-        params.nthread = 1
-        if llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params) != 0:
-            raise RuntimeError(f"llama_model_quantize failed for {out}")
-        return
-    command = [quantizer] + (["--pure"] if kind in PURE else []) + [str(source), str(out),
-                                                                     "Q4_K_M" if kind == "Q4_K_M" else kind, "1"]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
 @torch.no_grad()
@@ -190,11 +132,6 @@ def expected_logits(folder: Path, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         with lifted_float32_casts() if dtype == torch.float64 else contextlib.nullcontext():
             out[f"logits_{str(dtype).replace('torch.', '')}"] = model(input_ids=ids).logits.contiguous()
     return out
-
-
-def gguf_py_version(converter: Path) -> str:
-    text = (converter.parent / "gguf-py" / "pyproject.toml").read_text()
-    return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
 
 
 def main() -> None:

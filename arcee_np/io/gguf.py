@@ -475,7 +475,8 @@ def _plain(tensor: GGUFTensor) -> np.ndarray:
 
 def read_gguf(path, dtype: str = "float32", device: str = "cpu", metadata: str = "llama.cpp",
               config: ArceeConfig | None = None) -> tuple[ArceeConfig, dict, GGUFMetadata]:
-    """Everything a model needs from a GGUF file: ``(config, tensors, metadata)``.
+    """Everything a model needs from a GGUF file (a path, or a GGUFFile already open): ``(config, tensors,
+    metadata)``.
 
     config: the one the metadata gives under ``metadata`` (a reading in METADATA_READINGS), unless one is
     passed (a transformers config.json's, to run the file's weights with settings it does not carry);
@@ -486,7 +487,7 @@ def read_gguf(path, dtype: str = "float32", device: str = "cpu", metadata: str =
     xp = namespace_for_device(device)
     model_dtype = resolve_dtype(xp, dtype)
     compute = model_dtype if is_wide(xp, model_dtype) else xp.float32
-    file = GGUFFile(path)
+    file = path if isinstance(path, GGUFFile) else GGUFFile(path)
     notes = read_metadata(file, metadata)
     config = notes.config if config is None else config
     return config, gguf_state_dict(file, config, xp, model_dtype, compute), notes

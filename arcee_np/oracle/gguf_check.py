@@ -182,7 +182,7 @@ def gguf_check(path, reference, input_ids=None, length: int = 64, seed: int = 0,
         report.forward = {"skipped": "the file lacks tensors of the reference, or holds them in other shapes"}
         report.llama_cpp = {"skipped": report.forward["skipped"]}
         return report
-    _check_forward(report, path, ref_config, ref_tensors, ids, dtype, file)
+    _check_forward(report, file, ref_config, ref_tensors, ids, dtype)
     if llama_cpp is None:
         llama_cpp = llama_cpp_available()
     if llama_cpp:
@@ -330,7 +330,7 @@ def _fix(ref, llama, settings) -> tuple[str, dict, dict]:
 
 # ---------------------------------------------------------------------------------------------- (b) weights
 def _check_weights(report, file, ref_config, ref_tensors) -> None:
-    _, tensors, _ = read_gguf(file.path, "float32", "cpu", config=ref_config)
+    _, tensors, _ = read_gguf(file, "float32", "cpu", config=ref_config)
     names = [n for n in ref_tensors if not (ref_config.tie_word_embeddings and n == "lm_head.weight")]
     for name in names:
         target = gguf_name(name)
@@ -400,11 +400,11 @@ def _not_wide(name: str) -> bool:
     return not name.endswith(("mlp.up", "mlp.act"))
 
 
-def _check_forward(report, path, ref_config, ref_tensors, ids, dtype, file) -> None:
+def _check_forward(report, file, ref_config, ref_tensors, ids, dtype) -> None:
     from ..models import ArceeForCausalLM
 
     reference = ArceeForCausalLM.from_state_dict(ref_config, ref_tensors, dtype=dtype)
-    ours = ArceeForCausalLM.from_gguf(path, dtype=dtype, config=ref_config)
+    ours = ArceeForCausalLM.from_gguf(file, dtype=dtype, config=ref_config)
     theirs_trace = trace_model(reference, ids, _not_wide)
     ours_trace = trace_model(ours, ids, _not_wide)
     tolerance = "float64" if dtype == "float64" else "float32"
@@ -433,7 +433,7 @@ def _check_llama_cpp(report, path, ids, dtype, base, file, threads) -> None:
         report.llama_cpp = {"error": str(err)}
         report.findings.append(f"llama.cpp could not run the file ({err})")
         return
-    predicted = np.asarray(ArceeForCausalLM.from_gguf(path, dtype=dtype)(ids).logits[0], dtype=np.float64)
+    predicted = np.asarray(ArceeForCausalLM.from_gguf(file, dtype=dtype)(ids).logits[0], dtype=np.float64)
     out = {"vs_reference": _gap(llama, base), "vs_arcee_np_prediction": _gap(llama, predicted),
            "flash_attention_vs_not": _gap(flash, llama),
            "caveat": "flash attention converts the KV cache to float16 whatever its type: an F32 check must run "
