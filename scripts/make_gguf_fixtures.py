@@ -74,9 +74,10 @@ YARN = {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 
 CASES = {
     "default_rope": (
         "plain RoPE, multi-head attention (4/4 heads of 16 over hidden 32: head_dim is not hidden / heads), "
-        "untied head; float32 checkpoint in every 32-value type",
+        "untied head; float32 checkpoint in every 32-value type, and asked for Q4_K, Q5_K, Q6_K: rows of 32 or "
+        "64 values are not whole 256-value blocks, so llama.cpp's quantizer falls back to Q5_0, Q5_1, Q8_0",
         dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
-        torch.float32, "F32", ("F32", "F16", "BF16", "Q8_0", "Q4_0")),
+        torch.float32, "F32", ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")),
     "yarn_gqa_tied": (
         "YaRN with only factor 8 and original_max_position_embeddings 256 (what llama.cpp carries), "
         "grouped-query attention 4/2, tied embeddings: a clean conversion",

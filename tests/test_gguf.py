@@ -250,16 +250,16 @@ def test_unsupported_type_and_unknown_tensor(tmp_path):
              writer.add_float32 if reader.value_types[key] == "FLOAT32" else writer.add_string)(key, value)
     for name, tensor in reader.tensors.items():
         data = tensor.dequantize()
-        if name == "blk.0.ffn_up.weight":
-            writer.add_tensor(name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q5_0),
-                              raw_dtype=gguf.GGMLQuantizationType.Q5_0)
+        if name == "blk.0.ffn_up.weight":  # IQ4_NL: 32 values in 18 bytes, a type arcee_np does not decode
+            blocks = np.zeros((data.shape[0], data.shape[1] // 32 * 18), dtype=np.uint8)
+            writer.add_tensor(name, blocks, raw_dtype=gguf.GGMLQuantizationType.IQ4_NL)
         else:
             writer.add_tensor(name, data)
     writer.add_tensor("blk.0.attn_sinks.weight", np.zeros(4, dtype=np.float32))
     writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
     with pytest.raises(CheckpointError) as err:
         ArceeForCausalLM.from_pretrained(tmp_path / "odd2.gguf")
-    assert "blk.0.ffn_up.weight (Q5_0)" in str(err.value) and "blk.0.attn_sinks.weight" in str(err.value)
+    assert "blk.0.ffn_up.weight (IQ4_NL)" in str(err.value) and "blk.0.attn_sinks.weight" in str(err.value)
 
 
 def test_linear_rope_scaling_is_refused(tmp_path):

@@ -16,7 +16,8 @@ from arcee_np.io.quants import FORMATS, dequantize_q4_k, dequantize_q8_0, unpack
 
 FIXTURES = Path(__file__).parent / "golden_gguf"
 # byte offsets of the float16 scales in each block (d, dmin)
-SCALE_OFFSETS = {"Q8_0": (0,), "Q4_0": (0,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+SCALE_OFFSETS = {"Q8_0": (0,), "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q4_K": (0, 2),
+                 "Q5_K": (0, 2), "Q6_K": (208,)}
 
 
 def random_blocks(rng, name, n_blocks):
@@ -85,7 +86,7 @@ def test_fixtures_hold_every_listed_type():
     types = set()
     for path in FIXTURES.glob("*/*.gguf"):
         types |= set(GGUFFile(path).type_counts())
-    assert types == set(FORMATS)
+    assert types == set(FORMATS)  # Q5_0, Q5_1: llama.cpp's fallbacks for Q4_K, Q5_K rows that are not whole blocks
 
 
 def test_q8_0_by_hand():

@@ -15,6 +15,9 @@ F16      1      2      a float16
 BF16     1      2      the top 16 bits of a float32
 Q8_0     32     34     d, then 32 int8 q:                      x = d * q
 Q4_0     32     18     d, then 16 bytes of 4-bit q:            x = d * (q - 8)
+Q4_1     32     20     d, m, then 16 bytes of 4-bit q:         x = d * q + m
+Q5_0     32     22     d, 4 bytes of fifth bits, 16 of q:      x = d * (q - 16)
+Q5_1     32     24     d, m, 4 bytes of fifth bits, 16 of q:   x = d * q + m
 Q4_K     256    144    d, dmin, 12 bytes of eight 6-bit scales and eight 6-bit mins, 128 bytes of
                        4-bit q; sub-block s (32 values):       x = (d * scale[s]) * q - dmin * min[s]
 Q5_K     256    176    as Q4_K plus 32 bytes holding the fifth bit of every q
@@ -22,6 +25,8 @@ Q6_K     256    210    128 bytes of low 4 bits, 64 bytes of high 2 bits, sixteen
                        sub-block s (16 values):                x = (d * scale[s]) * (q - 32)
 =======  =====  =====  ==========================================================================
 
+llama.cpp's quantizer stores a matrix whose rows are not whole 256-value blocks in Q5_0 instead of Q4_K,
+Q5_1 instead of Q5_K and Q8_0 instead of Q6_K, so a "Q4_K" file of a small model holds those too.
 The "K" formats group 256 values into a super-block with one float16 scale (``d``) and, for Q4_K/Q5_K, one
 float16 offset scale (``dmin``); each sub-block then stores small integer multipliers of those two.
 """
@@ -79,6 +84,34 @@ def dequantize_q4_0(blocks: np.ndarray) -> np.ndarray:
     d = _f16(blocks, 0)  # [n, 1]
     q = _nibbles(blocks[:, 2:]).reshape(len(blocks), 32)  # [n, 2, 16] -> [n, 32]: lows are values 0..15
     return d * (q.astype(np.int8) - 8).astype(np.float32)
+
+
+def dequantize_q4_1(blocks: np.ndarray) -> np.ndarray:
+    """Q4_1: ``x = d * q + m`` with float16 ``d`` and offset ``m``, 4-bit ``q`` packed as in Q4_0. [n, 20] -> [n, 32]."""
+    d, m = _f16(blocks, 0), _f16(blocks, 2)  # [n, 1] each
+    q = _nibbles(blocks[:, 4:]).reshape(len(blocks), 32).astype(np.float32)
+    return d * q + m
+
+
+def _fifth_bits(blocks: np.ndarray, start: int) -> np.ndarray:
+    """The 32 high bits of a Q5_0 / Q5_1 block: bit ``i`` of the little-endian uint32 at ``start``. [n, 32] uint8."""
+    qh = np.ascontiguousarray(blocks[:, start:start + 4]).view("<u4")  # [n, 1]
+    return ((qh >> np.arange(32, dtype=np.uint32)[None, :]) & 1).astype(np.uint8)
+
+
+def dequantize_q5_0(blocks: np.ndarray) -> np.ndarray:
+    """Q5_0: ``x = d * (q - 16)``, 5-bit ``q``: the low 4 bits packed as in Q4_0, the fifth in a uint32.
+    Bytes: d (2), high bits (4), low nibbles (16). [n, 22] -> [n, 32]."""
+    d = _f16(blocks, 0)
+    q = _nibbles(blocks[:, 6:]).reshape(len(blocks), 32) | (_fifth_bits(blocks, 2) << 4)
+    return d * (q.astype(np.int8) - 16).astype(np.float32)
+
+
+def dequantize_q5_1(blocks: np.ndarray) -> np.ndarray:
+    """Q5_1: ``x = d * q + m``, 5-bit ``q`` as in Q5_0. Bytes: d, m, high bits (4), low nibbles (16). [n, 24] -> [n, 32]."""
+    d, m = _f16(blocks, 0), _f16(blocks, 2)
+    q = _nibbles(blocks[:, 8:]).reshape(len(blocks), 32) | (_fifth_bits(blocks, 4) << 4)
+    return d * q.astype(np.float32) + m
 
 
 # ---------------------------------------------------------------------------------------------- K super-blocks
@@ -186,6 +219,9 @@ FORMATS = {f.name: f for f in (
     Format("BF16", 1, 2, dequantize_bf16),
     Format("Q8_0", 32, 34, dequantize_q8_0),
     Format("Q4_0", 32, 18, dequantize_q4_0),
+    Format("Q4_1", 32, 20, dequantize_q4_1),
+    Format("Q5_0", 32, 22, dequantize_q5_0),
+    Format("Q5_1", 32, 24, dequantize_q5_1),
     Format("Q4_K", QK_K, 144, dequantize_q4_k),
     Format("Q5_K", QK_K, 176, dequantize_q5_k),
     Format("Q6_K", QK_K, 210, dequantize_q6_k),

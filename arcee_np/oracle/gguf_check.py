@@ -44,10 +44,10 @@ from .tracefile import trace_model
 
 # Minimum signal-to-noise ratio (dB) of every row of a matrix stored in each type. A correct conversion of
 # Gaussian-like weights scores about 140 (float32 from float64), 70 (F16), 50 (BF16), 45 (Q8_0), 33 (Q6_K),
-# 27 (Q5_K), 21 (Q4_K, Q4_0); rows of real checkpoints with outliers a few dB less. A row taken from the wrong
+# 27 (Q5_K, Q5_0, Q5_1), 21 (Q4_K, Q4_0, Q4_1); rows of real checkpoints with outliers a few dB less. A row taken from the wrong
 # place, or a permutation undone wrongly, scores about 0 dB or below.
-SNR_FLOORS = {"F32": 120.0, "F16": 50.0, "BF16": 35.0, "Q8_0": 25.0, "Q6_K": 20.0, "Q5_K": 14.0, "Q4_K": 8.0,
-              "Q4_0": 8.0}
+SNR_FLOORS = {"F32": 120.0, "F16": 50.0, "BF16": 35.0, "Q8_0": 25.0, "Q6_K": 20.0, "Q5_K": 14.0, "Q5_1": 14.0,
+              "Q5_0": 14.0, "Q4_K": 8.0, "Q4_1": 8.0, "Q4_0": 8.0}
 EFFECT = TOLERANCES["float32"]  # a setting matters when it moves the logits by more than float32 noise
 LLAMA_CPP_F32 = (1e-3, 1e-4)  # (atol, rtol): llama.cpp vs arcee_np's prediction on an all-F32 file
 _ROW_CHUNK = 1024
