@@ -21,8 +21,9 @@ For every case it writes ``tests/golden_gguf/<case>/``:
                              (``pure``: every matrix in TYPE; ``Q4_K_M``: llama.cpp's own mix of types)
     expected.safetensors     input_ids [1, T]; transformers' logits [1, T, V] on hf/: logits_float32 (float32
                              eager) and logits_float64 (float64 with its float32 casts lifted)
-    llama_cpp.safetensors    llama.cpp's logits [T, V] per file, flash attention off and an F32 KV cache
-                             (``<TYPE>``), and for the F32 file also with flash attention on (``F32_flash``)
+    llama_cpp.safetensors    llama.cpp's logits [T, V] per file, flash attention off, an F32 KV cache and no
+                             repacked weight buffers (``<TYPE>``), and for the F32 file also with flash
+                             attention on (``F32_flash``)
 
 and ``tests/golden_gguf/meta.json`` with the versions used (torch, transformers, llama-cpp-python, the
 llama.cpp commit, gguf-py) and each case's description and files.
@@ -176,8 +177,8 @@ def main() -> None:
                                 "sequence_length": SEQUENCE_LENGTH,
                                 "expected": "logits_float32: transformers float32 eager; logits_float64: transformers "
                                             "float64 eager with its float32 casts lifted (tests/torch_reference.py)",
-                                "llama_cpp_logits": "flash attention off, F32 KV cache, 1 thread; F32_flash: "
-                                                    "flash attention on"}
+                                "llama_cpp_logits": "flash attention off, F32 KV cache, 1 thread, no repacked "
+                                                    "weight buffers; F32_flash: flash attention on"}
             print(f"{name}: {', '.join(files.values())}")
     meta = {
         "generator": "scripts/make_gguf_fixtures.py",
