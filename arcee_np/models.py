@@ -18,14 +18,14 @@ from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, l
                      question_answering_loss, sequence_classification_loss, split_start_end,
                      token_classification_loss)
 from .cache import KVCache
-from .io.weights import host_dtype, place_weights
+from .io.weights import host_dtype, place_weights, widen_whole
 from .io.gguf import is_gguf, read_gguf
 from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig
 from .errors import ConfigError
 from .generation import generate_tokens, resolve_settings
 from .inputs import check_inputs
-from .model import backbone
+from .model import ATTENTION_IMPLEMENTATIONS, backbone
 from .outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .trace import record
@@ -40,10 +40,12 @@ class ArceePreTrainedModel:
     prefix = "model."
 
     def __init__(self, config: ArceeConfig, backbone_params: dict, head_params: dict | None = None,
-                 dtype: str = "float32", device: str = "cpu", widen: str = "auto"):
+                 dtype: str = "float32", device: str = "cpu", widen: str = "auto",
+                 attn_implementation: str = "tiled"):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
         self.config = config
+        self.attn_implementation = check_attn_implementation(attn_implementation)
         self.xp = namespace_for_device(device)
         self.device = device_of(self.xp)
         self.dtype = dtype
@@ -70,7 +72,7 @@ class ArceePreTrainedModel:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu",
-                        widen: str = "auto"):
+                        widen: str = "auto", attn_implementation: str = "tiled"):
         """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded),
         or a llama.cpp GGUF file (``from_gguf`` with its defaults).
 
@@ -80,7 +82,11 @@ class ArceePreTrainedModel:
         widen: when weights stored in a narrower dtype than the computation are widened (arcee_np.io.weights):
         "at_load" (fastest), "per_use" (a tile of rows each time a block uses them: memory stays near the
         file's size plus the activations), or "auto" (default: at load when that costs at most 2 GiB more
-        than the stored weights, else per use).
+        than the stored weights, else per use);
+        attn_implementation: "tiled" (default: the online softmax over key tiles, memory linear in the
+        length; the same numbers as eager to float32 rounding) or "eager" (transformers' eager path, the whole
+        [B, H, T, S] probability array in memory). ``output_attentions=True`` and traces of ``attn.scores`` /
+        ``attn.probs`` run eager whatever is chosen, as transformers falls back from sdpa.
 
         Memory: the file is memory-mapped; matrices already in the compute dtype are used in place (their
         pages count in RSS, not as the process's own memory). Widening at load adds the widened size;
@@ -89,39 +95,44 @@ class ArceePreTrainedModel:
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
         resolve_dtype(namespace_for_device(device), dtype)  # fail on a bad device or dtype before reading weights
+        check_attn_implementation(attn_implementation)
         if is_gguf(path):
-            return cls.from_gguf(path, dtype=dtype, device=device, widen=widen)
+            return cls.from_gguf(path, dtype=dtype, device=device, widen=widen, attn_implementation=attn_implementation)
         config = ArceeConfig.from_pretrained(path)
-        return cls.from_state_dict(config, read_checkpoint(path), dtype=dtype, device=device, widen=widen)
+        return cls.from_state_dict(config, read_checkpoint(path), dtype=dtype, device=device, widen=widen,
+                                   attn_implementation=attn_implementation)
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu", widen: str = "auto",
-                  metadata: str = "llama.cpp", config: ArceeConfig | None = None):
-        """A model from a llama.cpp GGUF file (a path or an open ``arcee_np.io.gguf.GGUFFile``; any type arcee_np.io.quants decodes: F32, F16, BF16, Q8_0, Q4_0,
-        Q4_K, Q5_K, Q6_K); ``from_pretrained`` calls it for a path to such a file.
+                  metadata: str = "llama.cpp", config: ArceeConfig | None = None, attn_implementation: str = "tiled"):
+        """A model from a llama.cpp GGUF file (a path or an open ``arcee_np.io.gguf.GGUFFile``) in any type
+        ``arcee_np.io.quants`` decodes (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K);
+        ``from_pretrained`` calls it for a path to such a file.
 
         metadata: "llama.cpp" (default: the settings llama.cpp's Arcee loader uses, so the model computes what
         llama.cpp computes) or "file" (every key the converter wrote); config: run the file's weights with
         this config instead (e.g. the transformers checkpoint's). Quantized matrices stay in their blocks and
-        are dequantized a row tile at a time where used (docs/gguf.md). dtype, device, widen: as
-        ``from_pretrained``.
+        are dequantized a row tile at a time where used (docs/gguf.md). dtype, device, widen,
+        attn_implementation: as ``from_pretrained``.
         """
         config, tensors, _ = read_gguf(path, dtype, device, metadata, config)
-        return cls.from_state_dict(config, tensors, dtype=dtype, device=device, widen=widen)
+        return cls.from_state_dict(config, tensors, dtype=dtype, device=device, widen=widen,
+                                   attn_implementation=attn_implementation)
 
     @classmethod
     def from_state_dict(cls, config: ArceeConfig, tensors: dict, dtype: str = "float32", device: str = "cpu",
-                        widen: str = "auto"):
+                        widen: str = "auto", attn_implementation: str = "tiled"):
         """A model from ``tensors`` named as transformers' state dict (``model.layers.0.mlp.up_proj.weight``
         ...; NumPy arrays in any float dtype, or arrays of the model's backend), checked against ``config``.
-        dtype, device, widen: as ``from_pretrained``."""
+        dtype, device, widen, attn_implementation: as ``from_pretrained``."""
         backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config),
                                                         cls.ignored_names(config))
-        return cls(config, backbone_params, head_params, dtype=dtype, device=device, widen=widen)
+        return cls(config, backbone_params, head_params, dtype=dtype, device=device, widen=widen,
+                   attn_implementation=attn_implementation)
 
     @classmethod
     def from_config(cls, config: ArceeConfig, seed: int = 0, dtype: str = "float32", device: str = "cpu",
-                    widen: str = "auto"):
+                    widen: str = "auto", attn_implementation: str = "tiled"):
         """A randomly initialised model, as transformers initialises one: linear and embedding weights
         ~ N(0, initializer_range), biases 0, norm weights 1."""
         rng = np.random.default_rng(seed)
@@ -134,7 +145,8 @@ class ArceePreTrainedModel:
                 tensors[name] = np.zeros(shape, dtype=np.float32)
             else:
                 tensors[name] = rng.normal(0.0, config.initializer_range, size=shape).astype(np.float32)
-        return cls.from_state_dict(config, tensors, dtype=dtype, device=device, widen=widen)
+        return cls.from_state_dict(config, tensors, dtype=dtype, device=device, widen=widen,
+                                   attn_implementation=attn_implementation)
 
     # ------------------------------------------------------------------ state dict and saving
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -169,7 +181,7 @@ class ArceePreTrainedModel:
         if cache is None and use_cache:
             cache = KVCache(self.config.num_hidden_layers)
         out = backbone(self.params, self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache,
-                       output_hidden_states, output_attentions)
+                       output_hidden_states, output_attentions, self.attn_implementation)
         return out, cache if use_cache or past_key_values is not None else None, labels
 
     def __repr__(self) -> str:
@@ -179,10 +191,20 @@ class ArceePreTrainedModel:
                 f"params={self.num_parameters():,}, dtype={self.dtype}, device={self.device})")
 
 
+def check_attn_implementation(name: str) -> str:
+    """``name`` if it is an attention implementation arcee_np has, else a ValueError saying which it has."""
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        hint = ' (transformers\' "sdpa" and "flash_attention_2" compute what "tiled" computes)' if name in (
+            "sdpa", "flash_attention_2") else ""
+        raise ValueError(f"unknown attn_implementation {name!r}; choose one of "
+                         f"{', '.join(map(repr, ATTENTION_IMPLEMENTATIONS))}{hint}.")
+    return name
+
+
 def _host_array(value) -> np.ndarray:
     """A param as a NumPy array: a stored weight widened whole, any backend's array copied to the host."""
     if hasattr(value, "widened_rows"):
-        value = value.widened_rows(0, value.shape[0])
+        value = widen_whole(value)
     return np.asarray(to_numpy(value))
 
 
@@ -270,10 +292,11 @@ class ArceeForCausalLM(ArceePreTrainedModel):
         self.__dict__["_generation_config"] = dict(value or {})
 
     @classmethod
-    def from_pretrained(cls, path, dtype="float32", device="cpu", widen="auto"):
+    def from_pretrained(cls, path, dtype="float32", device="cpu", widen="auto", attn_implementation="tiled"):
         """As ArceePreTrainedModel.from_pretrained, and reads generation_config.json (when present) into
         ``model.generation_config``."""
-        model = super().from_pretrained(path, dtype=dtype, device=device, widen=widen)
+        model = super().from_pretrained(path, dtype=dtype, device=device, widen=widen,
+                                        attn_implementation=attn_implementation)
         if not is_gguf(path):
             model.generation_config = read_generation_config(path)
         return model

@@ -122,8 +122,10 @@ def test_meta_lists_every_case_folder():
 
 
 # Every whole-model case runs under each way of holding the weights (widened at load, or kept in their
-# stored dtype and widened tile by tile per use): both must meet transformers' numbers.
-VARIANTS = {"at_load": {"widen": "at_load"}, "per_use": {"widen": "per_use"}}
+# stored dtype and widened tile by tile per use) and with both attention implementations (tiled, the
+# default, and eager): each must meet transformers' numbers.
+VARIANTS = {"at_load": {"widen": "at_load"}, "per_use": {"widen": "per_use"},
+            "eager": {"widen": "at_load", "attn_implementation": "eager"}}
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +226,7 @@ STRICT_CASES = ["biases", "left_padding", "yarn_explicit", "labels", "float64", 
 def test_array_api_strict_same_numbers(name, variant, loaded):
     pytest.importorskip("array_api_strict")
     case = _case(name)
-    numpy_flat = run_case(loaded(name), name)
+    numpy_flat = run_case(loaded(name, "cpu", variant), name)
     strict_flat = run_case(loaded(name, "array_api_strict", variant), name)
     assert set(strict_flat) == set(numpy_flat)
     tight = 1e-12 if case["dtype"] == "float64" else 1e-6
@@ -334,17 +336,15 @@ DL_T = load_file(str(GOLDEN / "blocks" / "decoder_layer.safetensors"))
 @pytest.mark.parametrize("mask_kind", ["4d", "2d"])
 def test_decoder_layer_block(mask_kind):
     """One decoder layer through arcee_np's block functions, with transformers' cos/sin and eager mask."""
-    from arcee_np.model import attention_mask_for
+    from arcee_np.model import step_mask
     from arcee_np.trace import trace
 
     config = ArceeConfig.from_dict(DL["config"])
     params = {f"layers.0.{k[len('weights.'):]}": v for k, v in DL_T.items() if k.startswith("weights.")}
     h = DL_T["hidden_states"]
-    if mask_kind == "4d":
-        mask = DL_T["causal_mask"]
-    else:
-        mask = to_numpy(attention_mask_for(h, DL_T["attention_mask"], DL_T["position_ids"], 0, False))
-        np.testing.assert_array_equal(mask, DL_T["causal_mask"])
+    mask = step_mask(h, DL_T["causal_mask"] if mask_kind == "4d" else DL_T["attention_mask"], DL_T["position_ids"],
+                     0, False)
+    np.testing.assert_array_equal(to_numpy(mask.additive()), DL_T["causal_mask"])
     with trace("layers.0.*") as t:
         out, probs = decoder_layer(h, params, 0, config, DL_T["cos"], DL_T["sin"], mask, None)
     valid = DL_T["attention_mask"]

@@ -28,6 +28,7 @@ from ..backend import device_of, is_wide, to_device, to_numpy
 
 WIDEN_POLICIES = ("auto", "at_load", "per_use")
 AUTO_WIDEN_EXTRA_BYTES = 2 * 1024**3  # "auto" widens at load when that needs at most this much more memory
+WIDEN_TILE_ROWS = 256  # rows widened at a time when a whole matrix is widened at load
 
 _FLOAT16_MAGNITUDE_MASK = np.int32(np.uint32(0x8FFFFFFF).view(np.int32))  # keeps the sign and bits 27..0
 _FLOAT16_TO_FLOAT32_SCALE = np.float32(2.0**112)  # 2**(127 - 15): float32's exponent bias minus float16's
@@ -170,6 +171,48 @@ def resolve_widen_policy(widen: str, tensors: dict, model_dtype: str) -> str:
     return "at_load" if widening_extra_bytes(tensors, model_dtype) <= AUTO_WIDEN_EXTRA_BYTES else "per_use"
 
 
+def weight_memory(tensors: dict, model_dtype: str, widen: str = "auto") -> dict:
+    """The memory a model's weights take on the CPU, from the checkpoint's ``tensors`` (arrays that may be
+    memory-mapped and unread: only shapes and dtypes are used) and the model's dtype name.
+
+    Returns ``{"policy": "at_load" | "per_use", "mapped_bytes": ..., "copied_bytes": ...}``: the file's
+    bytes used in place through the memory map (they count in RSS, and the kernel may drop and reread them),
+    and the bytes of weights copied into the process's own memory (widened, or rounded to the model's dtype).
+    """
+    policy = resolve_widen_policy(widen, tensors, model_dtype)
+    compute = "float64" if model_dtype == "float64" else "float32"
+    mapped = copied = 0
+    for array in tensors.values():
+        size = int(np.prod(array.shape))
+        if _is_stored(array):  # a reader's stored weight: mapped from its file, widened whole at load
+            if policy == "at_load":
+                copied += size * _itemsize(compute)
+            else:
+                mapped += array.nbytes
+            continue
+        kept = _placed_dtype(array, model_dtype)
+        final = compute if array.ndim == 2 and kept != compute and policy == "at_load" else kept
+        if final == kept == dtype_name(array.dtype):  # used as stored: the file's own pages
+            mapped += array.nbytes
+        else:
+            copied += size * _itemsize(final)
+    return {"policy": policy, "mapped_bytes": mapped, "copied_bytes": copied}
+
+
+def widen_whole(weight):
+    """A stored weight's whole matrix in its compute dtype, filled one row tile at a time (no full-size
+    temporaries besides the result)."""
+    rows, cols = weight.shape
+    first = weight.widened_rows(0, min(rows, WIDEN_TILE_ROWS))
+    xp = array_namespace(first)
+    out = xp.empty((rows, cols), dtype=first.dtype)
+    out[:first.shape[0], :] = first
+    for start in range(first.shape[0], rows, WIDEN_TILE_ROWS):
+        stop = min(start + WIDEN_TILE_ROWS, rows)
+        out[start:stop, :] = weight.widened_rows(start, stop)
+    return out
+
+
 def place_weights(tensors: dict, xp, model_dtype, widen: str = "auto") -> dict:
     """The model's params from a checkpoint's ``tensors`` (name -> array in its stored dtype, or a reader's
     stored weight).
@@ -186,7 +229,7 @@ def place_weights(tensors: dict, xp, model_dtype, widen: str = "auto") -> dict:
     placed = {}
     for key, array in tensors.items():
         if _is_stored(array):
-            placed[key] = array.widened_rows(0, array.shape[0]) if policy == "at_load" else array
+            placed[key] = widen_whole(array) if policy == "at_load" else array
             continue
         if device == "cuda" and not is_numpy_array(array):  # CuPy, torch CUDA ...: cast on the GPU, no host trip
             kept, moved = name, to_device(array, xp, model_dtype)
@@ -201,7 +244,7 @@ def place_weights(tensors: dict, xp, model_dtype, widen: str = "auto") -> dict:
             placed[key] = moved
         else:
             weight = StoredWeight(moved, model_dtype, compute, kept)
-            placed[key] = weight.widened_rows(0, weight.shape[0]) if policy == "at_load" else weight
+            placed[key] = widen_whole(weight) if policy == "at_load" else weight
     return placed
 
 
