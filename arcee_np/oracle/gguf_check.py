@@ -24,11 +24,9 @@ findings, 0 when there are none, 2 when it cannot run as asked.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -38,6 +36,7 @@ from ..io.checkpoint import read_checkpoint
 from ..io.gguf import GGUFFile, read_gguf, read_metadata
 from ..io.gguf_writer import gguf_name
 from ..blocks.rope import yarn_attention_factor
+from .cli import EXIT_DIVERGED, EXIT_OK, _usage_errors, parse_ids
 from .compare import TOLERANCES, compare_traces
 from .llama_cpp import llama_cpp_available, llama_cpp_logits
 from .tracefile import trace_model
@@ -45,9 +44,11 @@ from .tracefile import trace_model
 # Minimum signal-to-noise ratio (dB) of every row of a matrix stored in each type. A correct conversion of
 # Gaussian-like weights scores about 140 (float32 from float64), 70 (F16), 50 (BF16), 45 (Q8_0), 33 (Q6_K),
 # 27 (Q5_K, Q5_0, Q5_1), 21 (Q4_K, Q4_0, Q4_1); rows of real checkpoints with outliers a few dB less. A row taken from the wrong
-# place, or a permutation undone wrongly, scores about 0 dB or below.
+# place, or a permutation undone wrongly, scores about 0 dB or below. (Rows of near-zero weights are judged
+# against 1% of an average row's energy: see _tensor_errors.)
 SNR_FLOORS = {"F32": 120.0, "F16": 50.0, "BF16": 35.0, "Q8_0": 25.0, "Q6_K": 20.0, "Q5_K": 14.0, "Q5_1": 14.0,
               "Q5_0": 14.0, "Q4_K": 8.0, "Q4_1": 8.0, "Q4_0": 8.0}
+ROW_ENERGY_CUSHION = 0.01  # a row's SNR counts its energy as at least this share of an average row's
 EFFECT = TOLERANCES["float32"]  # a setting matters when it moves the logits by more than float32 noise
 LLAMA_CPP_F32 = (1e-3, 1e-4)  # (atol, rtol): llama.cpp vs arcee_np's prediction on an all-F32 file
 _ROW_CHUNK = 1024
@@ -361,37 +362,39 @@ def _widened(weight, start, stop) -> np.ndarray:
 
 
 def _tensor_errors(check: TensorCheck, ours, theirs: np.ndarray) -> None:
-    """Fill max abs / rel error and SNRs (tensor and worst row), chunk by chunk of rows."""
-    theirs2 = theirs.reshape(theirs.shape[0], -1) if theirs.ndim > 1 else theirs.reshape(1, -1)
-    signal = noise = 0.0
+    """Fill max abs / rel error and the SNRs, chunk by chunk of rows.
+
+    A row's SNR is its error energy against the larger of its own energy and ROW_ENERGY_CUSHION times an
+    average row's: a row of near-zero weights (an unused token's embedding) may lose most of its few bits
+    without mattering, while a row read from the wrong place has an error as large as a whole row.
+    """
+    rows = theirs.reshape(theirs.shape[0], -1) if theirs.ndim > 1 else theirs.reshape(1, -1)
+    row_signal, row_noise = np.zeros(rows.shape[0]), np.zeros(rows.shape[0])
     max_abs = max_ref = 0.0
-    worst_row = math.inf
     nonfinite = False
-    for start in range(0, theirs2.shape[0], _ROW_CHUNK):
-        stop = min(start + _ROW_CHUNK, theirs2.shape[0])
+    for start in range(0, rows.shape[0], _ROW_CHUNK):
+        stop = min(start + _ROW_CHUNK, rows.shape[0])
         a = (_widened(ours, start, stop) if theirs.ndim > 1 else np.asarray(ours, dtype=np.float32).reshape(1, -1))
-        b = theirs2[start:stop].astype(np.float64)
+        b = rows[start:stop].astype(np.float64)
         err = a.astype(np.float64) - b
         nonfinite |= not np.isfinite(a).all()
-        row_signal, row_noise = np.sum(b * b, axis=1), np.sum(err * err, axis=1)
-        signal, noise = signal + row_signal.sum(), noise + row_noise.sum()
+        row_signal[start:stop], row_noise[start:stop] = np.sum(b * b, axis=1), np.sum(err * err, axis=1)
         max_abs, max_ref = max(max_abs, float(np.abs(err).max())), max(max_ref, float(np.abs(b).max()))
-        keep = row_signal > 0
-        if keep.any():
-            with np.errstate(divide="ignore"):
-                worst_row = min(worst_row, float(np.min(10 * np.log10(row_signal[keep] / row_noise[keep]))))
+    signal, noise = float(row_signal.sum()), float(row_noise.sum())
     check.max_abs, check.max_rel = max_abs, (max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else math.inf))
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         check.snr_db = float(10 * np.log10(signal / noise)) if noise > 0 else math.inf
-    check.worst_row_snr_db = worst_row
+        cushioned = np.maximum(row_signal, ROW_ENERGY_CUSHION * signal / len(row_signal))
+        snrs = np.where(row_noise > 0, 10 * np.log10(cushioned / row_noise), math.inf)
+    check.worst_row_snr_db = float(snrs.min()) if signal > 0 else (math.inf if noise == 0 else -math.inf)
     floor = SNR_FLOORS.get(check.type_name, 0.0)
     if nonfinite:
         check.finding, check.problem = True, "holds NaN or Inf"
-    elif worst_row < floor:
+    elif check.worst_row_snr_db < floor:
         check.finding = True
-        check.problem = (f"a row reaches only {worst_row:.1f} dB SNR (tensor {check.snr_db:.1f} dB), below the "
-                         f"{floor:.0f} dB any correct {check.type_name} conversion reaches: values from the wrong "
-                         f"place or a broken conversion")
+        check.problem = (f"a row reaches only {check.worst_row_snr_db:.1f} dB SNR (tensor {check.snr_db:.1f} dB), "
+                         f"below the {floor:.0f} dB any correct {check.type_name} conversion reaches: values from "
+                         f"the wrong place or a broken conversion")
 
 
 # ---------------------------------------------------------------------------------------------- (c) forward
@@ -547,36 +550,18 @@ def add_gguf_check_command(commands) -> None:
     p.set_defaults(func=run_gguf_check)
 
 
+@_usage_errors
 def run_gguf_check(args) -> int:
-    from .cli import EXIT_DIVERGED, EXIT_OK, EXIT_USAGE, parse_ids
-
-    try:
-        for given, kind in ((args.model, "file"), (args.reference, "folder")):
-            if not (os.path.isfile(given) if kind == "file" else os.path.isdir(given)):
-                raise FileNotFoundError(f"{given!r} is not a {kind}")
-        ids = parse_ids(args.ids) if args.ids else None
-        if ids is not None and ids.shape[0] != 1:
-            raise ValueError("--ids must be one row of token ids")
-        report = gguf_check(args.model, args.reference, ids, length=args.length, seed=args.seed, dtype=args.dtype,
-                            llama_cpp=False if args.no_llama_cpp else None, threads=args.threads)
-    except (ValueError, OSError) as err:
-        message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        print(f"arcee-np gguf-check: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+    for given, kind in ((args.model, "file"), (args.reference, "folder")):
+        if not (os.path.isfile(given) if kind == "file" else os.path.isdir(given)):
+            raise FileNotFoundError(f"{given!r} is not a {kind}")
+    ids = parse_ids(args.ids) if args.ids else None
+    if ids is not None and ids.shape[0] != 1:
+        raise ValueError("--ids must be one row of token ids")
+    report = gguf_check(args.model, args.reference, ids, length=args.length, seed=args.seed, dtype=args.dtype,
+                        llama_cpp=False if args.no_llama_cpp else None, threads=args.threads)
     print(report.text())
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1)
     return EXIT_OK if report.ok else EXIT_DIVERGED
-
-
-def main(argv=None) -> int:
-    """``python -m arcee_np.oracle.gguf_check MODEL.gguf --reference HF_DIR``."""
-    parser = argparse.ArgumentParser(prog="arcee-np")
-    add_gguf_check_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["gguf-check", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
