@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .oracle.cli import add_debug_commands  # trace, compare
 
     add_debug_commands(commands)
+    from .oracle.gguf_check import add_gguf_check_command; add_gguf_check_command(commands)  # noqa: E702
     return parser
 
 

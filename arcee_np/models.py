@@ -19,6 +19,7 @@ from .blocks import (causal_lm_loss, last_non_pad_index, linear, lm_head, pool_p
 from .cache import KVCache
 from .io.weights import host_dtype, place_weights, widen_whole
 from .io.checkpoint import backbone_shapes, parameter_count, read_checkpoint, split_checkpoint, write_checkpoint
+from .io.gguf import is_gguf, read_gguf
 from .config import ArceeConfig
 from .errors import CheckpointError, ConfigError, InputError
 from .generation import generate_tokens, resolve_settings
@@ -26,7 +27,7 @@ from .model import ATTENTION_IMPLEMENTATIONS, backbone
 from .validation.arguments import (ForwardInputs, check_class_labels, check_dtype, check_flag, check_float_labels,
                                    check_forward_inputs, check_logits_to_keep, check_span_positions,
                                    check_token_labels)
-from .validation.files import check_folder, read_json
+from .validation.files import check_folder, check_path, read_json
 from .validation.finite import check_finite_output
 from .validation.config import PROBLEM_TYPES
 from .validation.generation import check_cache_memory, check_generation_config, check_prompt
@@ -78,7 +79,8 @@ class ArceePreTrainedModel:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu",
                         widen: str = "auto", attn_implementation: str = "tiled", check_finite: bool = True):
-        """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded).
+        """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded),
+        or a llama.cpp GGUF file (``from_gguf`` with its defaults).
 
         dtype: "float32" (default: as transformers float32), "float64" (golden mode: every step in float64),
         "float16" or "bfloat16" (transformers' casting points in that dtype; products in float32);
@@ -91,8 +93,9 @@ class ArceePreTrainedModel:
         length; the same numbers as eager to float32 rounding) or "eager" (transformers' eager path, the whole
         [B, H, T, S] probability array in memory). ``output_attentions=True`` and traces of ``attn.scores`` /
         ``attn.probs`` run eager whatever is chosen, as transformers falls back from sdpa;
-        check_finite: every weight is checked for NaN/Inf at load (NonFiniteError naming the file and the
-        tensor; one read of the weights); False skips that, for speed or to inspect a broken checkpoint.
+        check_finite: every weight of a safetensors checkpoint is checked for NaN/Inf at load (NonFiniteError
+        naming the file and the tensor; one read of the weights); False skips that, for speed or to inspect a
+        broken checkpoint.
 
         Memory: the file is memory-mapped; matrices already in the compute dtype are used in place (their
         pages count in RSS, not as the process's own memory). Widening at load adds the widened size;
@@ -102,6 +105,9 @@ class ArceePreTrainedModel:
         check_flag("check_finite", check_finite)
         resolve_dtype(namespace_for_device(device), dtype)  # fail on a bad device or dtype before reading weights
         check_attn_implementation(attn_implementation)
+        path = check_path(path, "the checkpoint path")
+        if is_gguf(path):
+            return cls.from_gguf(path, dtype=dtype, device=device, widen=widen, attn_implementation=attn_implementation)
         path = check_folder(path, "checkpoint folder")
         config = ArceeConfig.from_pretrained(path)
         tensors = read_checkpoint(path, check_finite=check_finite)
@@ -110,6 +116,23 @@ class ArceePreTrainedModel:
                                        attn_implementation=attn_implementation)
         except CheckpointError as err:
             raise CheckpointError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu", widen: str = "auto",
+                  metadata: str = "llama.cpp", config: ArceeConfig | None = None, attn_implementation: str = "tiled"):
+        """A model from a llama.cpp GGUF file (a path or an open ``arcee_np.io.gguf.GGUFFile``) in any type
+        ``arcee_np.io.quants`` decodes (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K);
+        ``from_pretrained`` calls it for a path to such a file.
+
+        metadata: "llama.cpp" (default: the settings llama.cpp's Arcee loader uses, so the model computes what
+        llama.cpp computes) or "file" (every key the converter wrote); config: run the file's weights with
+        this config instead (e.g. the transformers checkpoint's). Quantized matrices stay in their blocks and
+        are dequantized a row tile at a time where used (docs/gguf.md). dtype, device, widen,
+        attn_implementation: as ``from_pretrained``.
+        """
+        config, tensors, _ = read_gguf(path, dtype, device, metadata, config)
+        return cls.from_state_dict(config, tensors, dtype=dtype, device=device, widen=widen,
+                                   attn_implementation=attn_implementation)
 
     @classmethod
     def from_state_dict(cls, config: ArceeConfig, tensors: dict, dtype: str = "float32", device: str = "cpu",
@@ -302,11 +325,13 @@ class ArceeForCausalLM(ArceePreTrainedModel):
                         check_finite=True):
         """As ArceePreTrainedModel.from_pretrained, and reads generation_config.json (when present, checked
         before the weights are read) into ``model.generation_config``."""
-        generation_config = read_generation_config(check_folder(path, "checkpoint folder"),
-                                                   ArceeConfig.from_pretrained(path).vocab_size)
+        path = check_path(path, "the checkpoint path")
+        generation_config = None if is_gguf(path) else read_generation_config(
+            check_folder(path, "checkpoint folder"), ArceeConfig.from_pretrained(path).vocab_size)
         model = super().from_pretrained(path, dtype=dtype, device=device, widen=widen,
                                         attn_implementation=attn_implementation, check_finite=check_finite)
-        model.generation_config = generation_config
+        if generation_config is not None:
+            model.generation_config = generation_config
         return model
 
     def save_pretrained(self, path, max_shard_size=None):

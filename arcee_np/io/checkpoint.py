@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ..errors import CheckpointError, MissingFileError
-from ..validation.checkpoint import (FLOAT_DTYPES, check_index, check_layer_count, check_shards_match_index,
+from ..validation.checkpoint import (check_index, check_layer_count, check_shards_match_index, is_float_weight,
                                      mismatch_error)
 from ..validation.files import check_folder
 from ..validation.finite import check_finite_weights
@@ -131,7 +131,7 @@ def split_checkpoint(tensors: dict, config, prefix: str, head_shapes: dict, igno
             continue
         if tuple(array.shape) != tuple(want):
             misshaped.append(f"{name}: checkpoint {tuple(array.shape)}, config wants {tuple(want)}")
-        if str(array.dtype) not in FLOAT_DTYPES:
+        if not is_float_weight(array):
             not_float.append(f"{name} ({array.dtype})")
         target[local] = array
     missing = [prefix + n for n in expected_backbone if n not in backbone]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
+
 from ..errors import CheckpointError, MissingFileError
 from .files import read_json
 from .values import shown
@@ -19,6 +21,16 @@ from .values import shown
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _SHOWN_NAMES = 6
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def is_float_weight(array) -> bool:
+    """Whether a checkpoint tensor (an array, or a stored weight whose ``.dtype`` is a NumPy scalar type) holds
+    floating-point values a model can compute with."""
+    try:
+        name = np.dtype(array.dtype).name
+    except TypeError:  # another library's dtype object (array_api_strict ...)
+        name = str(array.dtype).split(".")[-1]
+    return name in FLOAT_DTYPES
 
 
 def check_index(index_file: str, folder: str) -> dict[str, str]:
