@@ -7,6 +7,7 @@ exactly one line on stderr, never a traceback: in process (many examples), and i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -75,9 +76,10 @@ def argvs(draw, places):
     return argv
 
 
-def run_in_process(argv, capsys) -> tuple[int, str]:
+def run_in_process(argv, capsys, cwd) -> tuple[int, str]:
     try:
-        status = main(argv)
+        with contextlib.chdir(cwd):  # `trace` without --out writes trace.safetensors here
+            status = main(argv)
     except SystemExit as done:  # argparse's own usage errors
         status = done.code
     return status, capsys.readouterr().err
@@ -96,7 +98,7 @@ def assert_one_line_failure(status, stderr, argv):
 @given(st.data())
 def test_any_argv_exits_0_1_or_2_with_one_line(places, capsys, data):
     argv = data.draw(argvs(places))
-    status, stderr = run_in_process(argv, capsys)
+    status, stderr = run_in_process(argv, capsys, places["folder"])
     assert_one_line_failure(status, stderr, argv)
 
 
@@ -107,5 +109,5 @@ def test_in_a_subprocess_no_traceback_ever(places, data):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("ARCEE_NP_DEBUG", None)
     done = subprocess.run([sys.executable, "-m", "arcee_np.cli", *argv], capture_output=True, text=True, env=env,
-                          timeout=120, stdin=subprocess.DEVNULL)
+                          timeout=120, stdin=subprocess.DEVNULL, cwd=places["folder"])
     assert_one_line_failure(done.returncode, done.stderr, argv)
