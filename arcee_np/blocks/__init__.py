@@ -14,5 +14,5 @@ from .losses import (IGNORE_INDEX, bce_with_logits, causal_lm_loss, cross_entrop
 from .mask import causal_padding_mask, packed_causal_mask, packed_segments
 from .mlp import mlp
 from .rms_norm import rms_norm
-from .rope import (apply_rope, default_inv_freq, rope_cos_sin, rope_frequencies, rotate_half, yarn_attention_factor,
-                   yarn_correction_range, yarn_inv_freq, yarn_mscale)
+from .rope import (apply_rope, default_inv_freq, linear_inv_freq, rope_cos_sin, rope_frequencies, rotate_half,
+                   yarn_attention_factor, yarn_correction_range, yarn_inv_freq, yarn_mscale)
