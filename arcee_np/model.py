@@ -14,6 +14,7 @@ from .blocks.namespace import array_namespace
 
 from .blocks import (apply_rope, attention, causal_padding_mask, embed, linear, mlp, packed_causal_mask,
                      packed_segments, rms_norm, rope_cos_sin, rope_frequencies, tiled_attention)
+from .blocks.tiled_attention import SCORE_TILE_ELEMENTS
 from .trace import record, tap, wanted
 
 
@@ -145,6 +146,22 @@ def decoder_layer(h, params, layer, config, cos, sin, mask, cache, attn_implemen
                                                    config.rms_norm_eps))
     mlp_out = record(f"{name}.mlp.out", decoder_mlp(normed, params, layer, config))
     return record(f"{name}.out", h + mlp_out), probs
+
+
+def working_bytes(config, batch: int, tokens: int, itemsize: int, past: int = 0, all_logits: bool = False) -> int:
+    """About how much memory one forward of ``batch`` x ``tokens`` needs besides the weights (tiled attention,
+    the MLP in chunks): the activations alive at once, one tile of attention scores, the KV cache of
+    ``past + tokens`` positions, and the logits (of the last position, or of all with ``all_logits``).
+    itemsize: bytes per number of the activation dtype (4 for float32)."""
+    hd, heads, kv_heads = config.head_dim, config.num_attention_heads, config.num_key_value_heads
+    rows = batch * tokens
+    chunk = min(rows, max(batch, MLP_CHUNK_ELEMENTS // config.intermediate_size))
+    activations = rows * (4 * config.hidden_size + 4 * heads * hd + 4 * kv_heads * hd) + 2 * chunk * \
+        config.intermediate_size
+    scores = 3 * min(SCORE_TILE_ELEMENTS, batch * heads * tokens * (past + tokens))
+    cache = 2 * config.num_hidden_layers * batch * (past + tokens) * kv_heads * hd
+    logits = batch * (tokens if all_logits else 1) * config.vocab_size
+    return itemsize * (activations + cache + logits) + 4 * scores
 
 
 def decoder_mlp(x, params, layer, config):

@@ -8,6 +8,7 @@ the models built with the other policy; the numbers against transformers are in 
 from __future__ import annotations
 
 import importlib
+import mmap
 
 import ml_dtypes
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from arcee_np import ArceeForCausalLM
 from arcee_np.blocks import embed, linear
 from arcee_np.io import weights
+from arcee_np.io.checkpoint import read_checkpoint
 from arcee_np.io.weights import StoredWeight, place_weights, widen_bfloat16, widen_float16
 
 from conftest import random_model, small_config
@@ -129,3 +131,32 @@ def test_state_dict_and_save_are_in_the_model_dtype(tmp_path, rng):
     bf16.save_pretrained(tmp_path)
     again = ArceeForCausalLM.from_pretrained(tmp_path, dtype="bfloat16")
     assert np.array_equal(again(ids).logits.view(np.uint16), bf16(ids).logits.view(np.uint16))
+
+
+def _is_mapped(array) -> bool:
+    """Whether a NumPy array's memory is the memory map of a checkpoint file (not a copy)."""
+    base = array
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return True
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return False
+
+
+@pytest.mark.parametrize("stored", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("widen", ["at_load", "per_use"])
+def test_weight_memory_states_what_loading_does(tmp_path, stored, dtype, widen):
+    """weight_memory (what ``arcee-np info`` prints) equals the bytes the loaded model really holds mapped
+    from the file and copied into the process."""
+    model = random_model(small_config())
+    source = ArceeForCausalLM.from_state_dict(model.config, model.state_dict(), dtype=stored)
+    source.save_pretrained(tmp_path)
+    loaded = ArceeForCausalLM.from_pretrained(tmp_path, dtype=dtype, widen=widen)
+    held = [w.data if isinstance(w, StoredWeight) else w for w in (*loaded.params.values(),
+                                                                   *loaded.head_params.values())]
+    mapped = sum(a.nbytes for a in held if _is_mapped(a))
+    copied = sum(a.nbytes for a in held if not _is_mapped(a))
+    tensors = read_checkpoint(tmp_path)
+    assert weights.weight_memory(tensors, dtype, widen) == {"policy": widen, "mapped_bytes": mapped,
+                                                           "copied_bytes": copied}

@@ -171,6 +171,34 @@ def resolve_widen_policy(widen: str, tensors: dict, model_dtype: str) -> str:
     return "at_load" if widening_extra_bytes(tensors, model_dtype) <= AUTO_WIDEN_EXTRA_BYTES else "per_use"
 
 
+def weight_memory(tensors: dict, model_dtype: str, widen: str = "auto") -> dict:
+    """The memory a model's weights take on the CPU, from the checkpoint's ``tensors`` (arrays that may be
+    memory-mapped and unread: only shapes and dtypes are used) and the model's dtype name.
+
+    Returns ``{"policy": "at_load" | "per_use", "mapped_bytes": ..., "copied_bytes": ...}``: the file's
+    bytes used in place through the memory map (they count in RSS, and the kernel may drop and reread them),
+    and the bytes of weights copied into the process's own memory (widened, or rounded to the model's dtype).
+    """
+    policy = resolve_widen_policy(widen, tensors, model_dtype)
+    compute = "float64" if model_dtype == "float64" else "float32"
+    mapped = copied = 0
+    for array in tensors.values():
+        size = int(np.prod(array.shape))
+        if _is_stored(array):  # a reader's stored weight: mapped from its file, widened whole at load
+            if policy == "at_load":
+                copied += size * _itemsize(compute)
+            else:
+                mapped += array.nbytes
+            continue
+        kept = _placed_dtype(array, model_dtype)
+        final = compute if array.ndim == 2 and kept != compute and policy == "at_load" else kept
+        if final == kept == dtype_name(array.dtype):  # used as stored: the file's own pages
+            mapped += array.nbytes
+        else:
+            copied += size * _itemsize(final)
+    return {"policy": policy, "mapped_bytes": mapped, "copied_bytes": copied}
+
+
 def widen_whole(weight):
     """A stored weight's whole matrix in its compute dtype, filled one row tile at a time (no full-size
     temporaries besides the result)."""
