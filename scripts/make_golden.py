@@ -741,7 +741,7 @@ def rope_blocks():
     (out_dir / "rope.json").write_text(json.dumps({
         "description": "RoPE tables from transformers' ArceeRotaryEmbedding(config): inv_freq (float32 buffer), "
                        "attention_scaling, and cos/sin = rotary_emb(x_float32, position_ids). inv_freq may differ "
-                       "from a NumPy float32 pow by 1 ulp for hd 128 (spec section 12), hence the tolerances.",
+                       "from a NumPy float32 pow by 1 ulp for hd 128 (docs/numerics.md), hence the tolerances.",
         "cases": meta}, indent=2) + "\n")
 
 

@@ -31,7 +31,7 @@ from arcee_np.blocks import (apply_rope as ref_apply_rope, attention as ref_atte
 from arcee_np.generation import apply_temperature as ref_temperature, sample_from_scores
 from arcee_np.generation import top_k_filter as ref_top_k, top_p_filter as ref_top_p
 from arcee_np.io.tokenizer import ArceeTokenizer
-from arcee_np.model import backbone, decoder_layer as ref_decoder_layer
+from arcee_np.model import StepMask, backbone, decoder_layer as ref_decoder_layer
 from arcee_np.oracle.compare import TOLERANCES, compare_arrays
 from arcee_np.oracle.testing import reference_trace
 from arcee_np.trace import LAYER_STAGES, trace
@@ -1000,8 +1000,10 @@ NOTEBOOKS = list(dict.fromkeys(e.notebook for e in EXERCISES.values()))
 
 def _reference_decoder_layer(h, weights, cos, sin, mask, config, cache=None, layer=0):
     params = {f"layers.{layer}.{name}": value for name, value in weights.items()}
+    past = cache.get_seq_length(layer) if cache is not None else 0
+    step = StepMask(key_mask=None, segments=None, given=mask, past_length=past, length=h.shape[1], dtype=h.dtype)
     with trace(f"layers.{layer}.*") as t:
-        ref_decoder_layer(h, params, layer, config, cos, sin, mask, cache)
+        ref_decoder_layer(h, params, layer, config, cos, sin, step, cache, attn_implementation="eager")
     return {name[len(f"layers.{layer}."):]: value for name, value in t.items()}
 
 
