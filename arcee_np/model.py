@@ -14,7 +14,7 @@ from .blocks.namespace import array_namespace
 
 from .blocks import (apply_rope, attention, causal_padding_mask, embed, linear, mlp, packed_causal_mask,
                      packed_segments, rms_norm, rope_cos_sin, rope_frequencies, tiled_attention)
-from .blocks.tiled_attention import SCORE_TILE_ELEMENTS
+from .blocks.tiled_attention import SCORE_TILE_ELEMENTS, fits_one_tile
 from .trace import record, tap, wanted
 
 
@@ -95,9 +95,10 @@ def self_attention(x, params, layer, config, cos, sin, mask, cache, attn_impleme
 
     x: [B, T, D] (normed); cos, sin: [B, T, hd]; mask: StepMask; cache: KVCache or None;
     attn_implementation: "tiled" (the online softmax, blocks/tiled_attention.py) or "eager" (the whole
-    probability array, blocks/attention.py). Eager runs whenever the probabilities are wanted: with
-    ``output_attentions`` or a trace that records this layer's ``attn.scores`` / ``attn.probs``.
-    Returns (out [B, T, D], probs [B, H, T, S] or None).
+    probability array, blocks/attention.py). Eager runs whenever the probabilities are wanted (with
+    ``output_attentions`` or a trace that records this layer's ``attn.scores`` / ``attn.probs``) and when
+    all of the step's scores fit one tile (a decode step, a short prompt), where it is the same computation
+    in fewer steps. Returns (out [B, T, D], probs [B, H, T, S] or None).
     """
     xp = array_namespace(x)
     p, name = f"layers.{layer}.self_attn.", f"layers.{layer}.attn"
@@ -115,7 +116,9 @@ def self_attention(x, params, layer, config, cos, sin, mask, cache, attn_impleme
     k = record(f"{name}.k_rope", apply_rope(k, cos, sin))
     if cache is not None:
         k, v = cache.update(k, v, layer)  # [B, KV, S, hd]: the past and this step
-    if attn_implementation == "eager" or output_attentions or wanted(f"{name}.scores") or wanted(f"{name}.probs"):
+    eager = attn_implementation == "eager" or output_attentions or wanted(f"{name}.scores") or \
+        wanted(f"{name}.probs") or fits_one_tile(batch, config.num_attention_heads, length, k.shape[2])
+    if eager:
         context, probs = attention(q, k, v, mask.additive(), hd**-0.5, tap=tap(name))
     else:
         context, probs = tiled_attention(q, k, v, hd**-0.5, mask.past_length, mask.key_mask, mask.segments,

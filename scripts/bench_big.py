@@ -15,6 +15,7 @@ peak RssAnon, next to the checkpoint's size.
     python scripts/bench_big.py --layers 4            # the 4-layer slice (1.09 B parameters, 2.2 GB)
     python scripts/bench_big.py                       # the full 36 layers (needs ~10 GB of RAM once, to write)
     python scripts/bench_big.py --modes float32:per_use,float64:per_use --json big.json
+    python scripts/bench_big.py --layers 4 --tokens 16384 --logits last --modes float32:auto --repeats 1
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def write_checkpoint(path: str, layers: int, seed: int = 0) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- worker
-def worker(path: str, dtype: str, widen: str, tokens: int, repeats: int) -> dict:
-    """Load, run ``repeats`` forwards of ``tokens`` tokens; report times and this process's peaks."""
+def worker(path: str, dtype: str, widen: str, tokens: int, repeats: int, logits: str) -> dict:
+    """Load, run ``repeats`` forwards of ``tokens`` tokens (the logits of every position, or of the last
+    with ``logits="last"``); report times and this process's peaks."""
     import numpy as np
 
     from arcee_np import ArceeForCausalLM
@@ -89,19 +91,20 @@ def worker(path: str, dtype: str, widen: str, tokens: int, repeats: int) -> dict
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        logits = model(ids, use_cache=False).logits
+        out = model(ids, use_cache=False, logits_to_keep=1 if logits == "last" else 0).logits
         seconds.append(time.perf_counter() - start)
-    assert np.isfinite(np.asarray(logits, dtype=np.float64)).all()
+    assert np.isfinite(np.asarray(out, dtype=np.float64)).all()
     peak = status()
     return {"load_s": load, "forward_s": statistics.median(seconds), "forward_runs_s": seconds,
             "rss_after_load": after_load["VmRSS"], "anon_after_load": after_load["RssAnon"],
             "vm_hwm": peak["VmHWM"]}
 
 
-def run_worker(path: str, dtype: str, widen: str, tokens: int, repeats: int, threads: int) -> dict:
+def run_worker(path: str, dtype: str, widen: str, tokens: int, repeats: int, threads: int, logits: str) -> dict:
     """One worker process, its memory sampled from outside every 10 ms."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", path, dtype, widen, str(tokens), str(repeats)],
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", path, dtype, widen, str(tokens), str(repeats),
+                             logits],
                             stdout=subprocess.PIPE, text=True, env=env)
     peaks = {"VmRSS": 0, "RssAnon": 0}
 
@@ -136,17 +139,19 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=36, help="decoder layers (36: the full AFM-4.5B shape)")
     parser.add_argument("--tokens", type=int, default=16, help="tokens in the forward (batch 1)")
     parser.add_argument("--repeats", type=int, default=3, help="forwards per worker (the median is reported)")
+    parser.add_argument("--logits", choices=["all", "last"], default="all",
+                        help="logits of every position (default) or of the last one (for long prompts)")
     parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
                         help="comma-separated dtype:widen pairs (default: %(default)s)")
     parser.add_argument("--cache", default=os.path.expanduser("~/.cache/arcee_np_bench"),
                         help="where the checkpoint is written once (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        path, dtype, widen, tokens, repeats = args.worker
-        print(json.dumps(worker(path, dtype, widen, int(tokens), int(repeats))))
+        path, dtype, widen, tokens, repeats, logits = args.worker
+        print(json.dumps(worker(path, dtype, widen, int(tokens), int(repeats), logits)))
         return None
 
     path = os.path.join(args.cache, f"afm-4.5b-shape-{args.layers}-layers-bf16")
@@ -158,13 +163,13 @@ def main(argv=None):
     with open("/proc/cpuinfo") as fh:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown CPU")
     print(f"AFM-4.5B shape, {args.layers} layers, bfloat16 file {gib(file_bytes)} GiB; forward of 1 x {args.tokens} "
-          f"tokens, {args.threads} threads, median of {args.repeats}; {cpu}")
+          f"tokens ({args.logits} logits), {args.threads} threads, median of {args.repeats}; {cpu}")
     header = f"{'dtype':9} {'widen':8} {'load s':>7} {'forward s':>10} {'peak RSS GiB':>13} {'peak anon GiB':>14}"
     print(header)
     results = {"file_bytes": file_bytes, "layers": args.layers, "tokens": args.tokens, "cpu": cpu, "runs": []}
     for mode in args.modes.split(","):
         dtype, widen = mode.split(":")
-        r = run_worker(path, dtype, widen, args.tokens, args.repeats, args.threads)
+        r = run_worker(path, dtype, widen, args.tokens, args.repeats, args.threads, args.logits)
         r.update(dtype=dtype, widen=widen)
         results["runs"].append(r)
         print(f"{dtype:9} {widen:8} {r['load_s']:7.1f} {r['forward_s']:10.2f} {gib(max(r['peak_rss'], r['vm_hwm'])):>13} "

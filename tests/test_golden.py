@@ -11,6 +11,7 @@ RMSNorm and one decoder layer against ``tests/golden/blocks/``. A few cases also
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from arcee_np import ArceeConfig, ArceeForCausalLM, ArceeModel
 from arcee_np.backend import namespace_for_device, to_device, to_numpy
 from arcee_np.blocks import rms_norm, rope_cos_sin, rope_frequencies
 from arcee_np.model import decoder_layer
+
+from conftest import small_attention_tiles
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 META = json.loads((GOLDEN / "meta.json").read_text())
@@ -122,10 +125,17 @@ def test_meta_lists_every_case_folder():
 
 
 # Every whole-model case runs under each way of holding the weights (widened at load, or kept in their
-# stored dtype and widened tile by tile per use) and with both attention implementations (tiled, the
-# default, and eager): each must meet transformers' numbers.
+# stored dtype and widened tile by tile per use) and with both attention implementations: tiled, the
+# default (whose steps on these tiny models fit one tile and so run eager), tiled with tiles of 3 queries
+# and 5 keys (the online softmax over many tiles), and eager. Each must meet transformers' numbers.
 VARIANTS = {"at_load": {"widen": "at_load"}, "per_use": {"widen": "per_use"},
+            "small_tiles": {"widen": "at_load", "attn_implementation": "tiled"},
             "eager": {"widen": "at_load", "attn_implementation": "eager"}}
+
+
+def tiles_of(variant):
+    """The attention tiles a variant runs with (tiny ones for "small_tiles", else the defaults)."""
+    return small_attention_tiles() if variant == "small_tiles" else contextlib.nullcontext()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +165,8 @@ def test_case(name, expectation, variant, loaded):
     spec = case["expectations"][expectation]
     inputs = _inputs(name)
     mask = inputs.get("attention_mask") if case["compare"] == "mask" else None
-    flat = run_case(loaded(name, variant=variant), name)
+    with tiles_of(variant):
+        flat = run_case(loaded(name, variant=variant), name)
     expected = load_file(str(GOLDEN / name / expectation))
     assert set(spec["tensors"]) == set(expected)
     compare_all(flat, expected, spec["tolerance"], mask, f"{name}/{expectation}")
@@ -165,8 +176,12 @@ def test_case(name, expectation, variant, loaded):
 @pytest.mark.parametrize("name", STEPPED)
 def test_kv_cache_steps(name, variant, loaded):
     """Prefill + single-token decode steps with arcee_np's cache, each step against transformers."""
+    with tiles_of(variant):
+        kv_cache_steps(name, loaded(name, variant=variant))
+
+
+def kv_cache_steps(name, model):
     case = _case(name)
-    model = loaded(name, variant=variant)
     inputs = _inputs(name)
     expected = load_file(str(GOLDEN / name / "expected.safetensors"))
     tol = case["expectations"]["expected.safetensors"]["tolerance"]
@@ -226,8 +241,9 @@ STRICT_CASES = ["biases", "left_padding", "yarn_explicit", "labels", "float64", 
 def test_array_api_strict_same_numbers(name, variant, loaded):
     pytest.importorskip("array_api_strict")
     case = _case(name)
-    numpy_flat = run_case(loaded(name, "cpu", variant), name)
-    strict_flat = run_case(loaded(name, "array_api_strict", variant), name)
+    with tiles_of(variant):
+        numpy_flat = run_case(loaded(name, "cpu", variant), name)
+        strict_flat = run_case(loaded(name, "array_api_strict", variant), name)
     assert set(strict_flat) == set(numpy_flat)
     tight = 1e-12 if case["dtype"] == "float64" else 1e-6
     for key, value in numpy_flat.items():

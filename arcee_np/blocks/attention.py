@@ -1,7 +1,7 @@
 """Scaled dot-product attention with grouped KV heads (MHA, GQA, MQA), as transformers' eager path."""
 
 from .namespace import array_namespace
-from .precision import matmul, product_dtype
+from .precision import as_dtype, matmul, product_dtype
 
 
 def softmax(scores, axis=-1):
@@ -11,7 +11,7 @@ def softmax(scores, axis=-1):
     back. scores: any shape. Returns the same shape.
     """
     xp = array_namespace(scores)
-    work = scores if scores.dtype == xp.float64 else xp.astype(scores, xp.float32, copy=False)
+    work = scores if scores.dtype == xp.float64 else as_dtype(scores, xp.float32)
     shifted = work - xp.max(work, axis=axis, keepdims=True)
     weights = xp.exp(shifted)
     return weights / xp.sum(weights, axis=axis, keepdims=True)
@@ -46,7 +46,7 @@ def attention_scores(q, k, scaling):
     grouped = xp.reshape(q, (batch, kv_heads, heads // kv_heads * length, head_dim))  # [B, KV, n_rep*T, hd]
     scores = matmul(grouped, xp.matrix_transpose(k))  # [B, KV, n_rep*T, S]
     work = product_dtype(xp, scores.dtype)
-    scores = xp.astype(xp.astype(scores, work, copy=False) * scaling, scores.dtype, copy=False)
+    scores = as_dtype(as_dtype(scores, work) * scaling, scores.dtype)
     return xp.reshape(scores, (batch, heads, length, k.shape[2]))
 
 
@@ -58,7 +58,7 @@ def attention_probs(scores, mask, dtype):
     xp = array_namespace(scores)
     if mask is not None:
         scores = scores + mask
-    return xp.astype(softmax(scores), dtype, copy=False)
+    return as_dtype(softmax(scores), dtype)
 
 
 def attention_output(probs, v):

@@ -1,6 +1,7 @@
 """Token embedding: a row lookup in the embedding matrix."""
 
 from .namespace import array_namespace
+from .precision import as_dtype
 
 
 def embed(input_ids, weight, dtype=None):
@@ -17,5 +18,5 @@ def embed(input_ids, weight, dtype=None):
         rows = weight.widened_take(flat)
     else:
         rows = xp.take(weight, flat, axis=0)  # [B*T, D]
-    rows = xp.astype(rows, weight.dtype if dtype is None else dtype, copy=False)
+    rows = as_dtype(rows, weight.dtype if dtype is None else dtype)
     return xp.reshape(rows, (batch, length, weight.shape[1]))

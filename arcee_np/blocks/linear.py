@@ -1,7 +1,7 @@
 """The linear layer of transformers (``nn.Linear``): weights stored ``[out, in]``, in any dtype."""
 
 from .namespace import array_namespace
-from .precision import product_dtype
+from .precision import as_dtype, product_dtype
 
 # A widened row tile holds at most this many elements (2 MiB in float32): it stays in the CPU's cache
 # while the product reads it.
@@ -23,14 +23,14 @@ def linear(x, weight, bias=None):
     xp = array_namespace(x)
     lead = x.shape[:-1]
     work = product_dtype(xp, x.dtype)
-    rows = xp.astype(xp.reshape(x, (-1, x.shape[-1])), work, copy=False)  # [N, in]
+    rows = as_dtype(xp.reshape(x, (-1, x.shape[-1])), work)  # [N, in]
     if hasattr(weight, "widened_rows"):
         y = tiled_product(rows, weight)
     else:
-        y = rows @ xp.astype(weight, work, copy=False).T  # [N, out]
+        y = rows @ as_dtype(weight, work).T  # [N, out]
     if bias is not None:
-        y = y + xp.astype(bias, work, copy=False)
-    return xp.reshape(xp.astype(y, x.dtype, copy=False), (*lead, weight.shape[0]))
+        y = y + as_dtype(bias, work)
+    return xp.reshape(as_dtype(y, x.dtype), (*lead, weight.shape[0]))
 
 
 def row_tile(columns):

@@ -13,6 +13,12 @@ def product_dtype(xp, dtype):
     return dtype if dtype == xp.float32 or dtype == xp.float64 else xp.float32
 
 
+def as_dtype(x, dtype):
+    """``x`` in ``dtype``: x itself when it already is (no call into the library), else a converted copy.
+    A decode step converts hundreds of arrays that mostly have the dtype already."""
+    return x if x.dtype == dtype else array_namespace(x).astype(x, dtype)
+
+
 def matmul(a, b):
     """``a @ b`` computed in product_dtype and rounded once to ``a``'s dtype.
 

@@ -1,6 +1,7 @@
 """RMSNorm, with transformers' casting points."""
 
 from .namespace import array_namespace
+from .precision import as_dtype
 
 
 def rms_norm(x, weight, eps):
@@ -13,7 +14,7 @@ def rms_norm(x, weight, eps):
     x: [..., D]; weight: [D]; eps: float. Returns [..., D].
     """
     xp = array_namespace(x, weight)
-    work = x if x.dtype == xp.float64 else xp.astype(x, xp.float32, copy=False)
+    work = x if x.dtype == xp.float64 else as_dtype(x, xp.float32)
     variance = xp.mean(work * work, axis=-1, keepdims=True)  # [..., 1]
     normed = work * (1.0 / xp.sqrt(variance + eps))
-    return weight * xp.astype(normed, x.dtype, copy=False)
+    return weight * as_dtype(normed, x.dtype)

@@ -27,20 +27,27 @@ import math
 
 from .mask import allowed
 from .namespace import array_namespace
-from .precision import product_dtype
+from .precision import as_dtype, product_dtype
 
 # A tile of scores holds at most this many elements (8 MiB in float32): big enough that the products run at
 # BLAS speed and the loop costs little, small enough to stay near the CPU's cache.
 SCORE_TILE_ELEMENTS = 1 << 21
 QUERY_TILE = 256
+MIN_KEY_TILE = 64
 
 
-def tile_sizes(batch, heads, query_length, key_length, score_elements=SCORE_TILE_ELEMENTS):
+def tile_sizes(batch, heads, query_length, key_length):
     """``(query_tile, key_tile)``: up to QUERY_TILE queries, and as many keys as keep a tile of scores
-    ``[B, H, tq, tk]`` within ``score_elements`` (at least 64, at most all of them)."""
+    ``[B, H, tq, tk]`` within SCORE_TILE_ELEMENTS (at least MIN_KEY_TILE, at most all of them)."""
     query_tile = min(query_length, QUERY_TILE)
-    key_tile = max(64, score_elements // max(1, batch * heads * query_tile))
+    key_tile = max(MIN_KEY_TILE, SCORE_TILE_ELEMENTS // max(1, batch * heads * query_tile))
     return query_tile, min(key_length, key_tile)
+
+
+def fits_one_tile(batch, heads, query_length, key_length):
+    """Whether all ``[B, H, T, S]`` scores of a step fit one tile: the online softmax would then be a single
+    tile, which eager attention computes with fewer steps (decode steps, short prompts)."""
+    return batch * heads * query_length * key_length <= SCORE_TILE_ELEMENTS
 
 
 def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=None, mask=None, query_tile=None,
@@ -69,13 +76,13 @@ def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=Non
     query_tile, key_tile = query_tile or default_q, key_tile or default_k
     one_pass = work == q.dtype
     if one_pass:  # [v | 1]: the row sums come out of P V
-        v = with_column(xp.astype(v, work), 1.0)
+        v = with_column(as_dtype(v, work), 1.0)
     grouped = xp.reshape(q, (batch, kv_heads, n_rep, length, head_dim))  # query head n reads KV head n // n_rep
     out = xp.empty((batch, kv_heads, n_rep, length, head_dim), dtype=work)
     for q0 in range(0, length, query_tile):
         q1 = min(q0 + query_tile, length)
-        queries = xp.reshape(xp.astype(grouped[:, :, :, q0:q1, :], work), (batch, kv_heads, n_rep * (q1 - q0),
-                                                                          head_dim))
+        queries = xp.reshape(as_dtype(grouped[:, :, :, q0:q1, :], work), (batch, kv_heads, n_rep * (q1 - q0),
+                                                                         head_dim))
         # causal: the last query of the tile sits at cache index past_length + q1 - 1; later keys are skipped
         key_stop = key_length if mask is not None else min(key_length, past_length + q1)
         spans = [(k0, min(k0 + key_tile, key_stop)) for k0 in range(0, key_stop, key_tile)]
@@ -88,11 +95,11 @@ def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=Non
         else:
             normed, seen = two_pass_rows(queries, k, v, spans, masked, scaling, q.dtype)
         if not bool(xp.all(seen)):  # rows that may attend no key at all get what eager gives: the mean of V
-            mean = xp.mean(xp.astype(v[:, :, :, :head_dim], work), axis=2, keepdims=True)  # [B, KV, 1, hd]
+            mean = xp.mean(as_dtype(v[:, :, :, :head_dim], work), axis=2, keepdims=True)  # [B, KV, 1, hd]
             normed = xp.where(seen, normed, mean)
         out[:, :, :, q0:q1, :] = xp.reshape(normed, (batch, kv_heads, n_rep, q1 - q0, head_dim))
     merged = xp.permute_dims(xp.reshape(out, (batch, heads, length, head_dim)), (0, 2, 1, 3))  # [B, T, H, hd]
-    return xp.astype(xp.reshape(merged, (batch, length, heads * head_dim)), q.dtype)
+    return as_dtype(xp.reshape(merged, (batch, length, heads * head_dim)), q.dtype)
 
 
 def online_rows(queries, keys, values, spans, masked):
@@ -162,7 +169,7 @@ def masked_scores(scores, n_rep, past_length, q0, q1, k0, k1, key_mask=None, seg
     the tile, or -inf where ``tile_keep`` forbids a pair. Returns [B, KV, rows, tk]."""
     xp = array_namespace(scores)
     if mask is not None:
-        extra = xp.astype(mask[:, :, q0:q1, k0:k1], scores.dtype)[:, :, None, :, :]  # [B|1, 1, 1, tq, tk]
+        extra = as_dtype(mask[:, :, q0:q1, k0:k1], scores.dtype)[:, :, None, :, :]  # [B|1, 1, 1, tq, tk]
         return xp.reshape(_grouped(scores, n_rep) + extra, scores.shape)
     keep = tile_keep(xp, past_length, q0, q1, k0, k1, key_mask, segments)
     if keep is None:
@@ -179,7 +186,7 @@ def tile_scores(queries, keys, scaling, dtype):
     """
     xp = array_namespace(queries, keys)
     work = queries.dtype
-    scores = queries @ xp.matrix_transpose(xp.astype(keys, work))
+    scores = queries @ xp.matrix_transpose(as_dtype(keys, work))
     if work == dtype:
         return scores * scaling
     rounded = xp.astype(xp.astype(scores, dtype), work)

@@ -27,6 +27,7 @@ transformers = pytest.importorskip("transformers")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from conftest import small_attention_tiles  # noqa: E402
 from test_golden import flatten  # noqa: E402
 from torch_reference import cache_of, flatten_outputs, lifted_float32_casts, perturb_  # noqa: E402
 
@@ -225,19 +226,23 @@ def hf_run(model, call: dict, dtype) -> dict:
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @SETTINGS
 @given(cfg=configs(), data=st.data(), seed=st.integers(0, 2**31 - 1),
-       stored=st.sampled_from(["float32", "float16", "bfloat16"]), widen=st.sampled_from(["at_load", "per_use"]))
-def test_random_model(tmp_path_factory, dtype, cfg, data, seed, stored, widen):
+       stored=st.sampled_from(["float32", "float16", "bfloat16"]), widen=st.sampled_from(["at_load", "per_use"]),
+       attention=st.sampled_from(["tiled", "small_tiles", "eager"]))
+def test_random_model(tmp_path_factory, dtype, cfg, data, seed, stored, widen, attention):
     """Each dtype mode against transformers in the same dtype (float64 with its float32 casts lifted), from a
     checkpoint stored in float32, float16 or bfloat16 (float64 from float64), weights widened at load or per
-    use. Both sides load the same file, so both round the stored values to the model's dtype the same way."""
+    use, attention tiled (whose small steps fit one tile and run eager), tiled over tiles of 3 x 5, or eager.
+    Both sides load the same file, so both round the stored values to the model's dtype the same way."""
     call = data.draw(inputs_for(cfg))
     path = tmp_path_factory.mktemp(f"hf_{dtype}")
     build_hf(cfg, seed, TORCH_DTYPE[dtype] if dtype == "float64" else TORCH_DTYPE[stored]).save_pretrained(path)
     with lifted_float32_casts() if dtype == "float64" else contextlib.nullcontext():
         hf = load_hf(path, TORCH_DTYPE[dtype])
         theirs = hf_run(hf, call, TORCH_DTYPE[dtype])
-    ours = NpCausalLM.from_pretrained(path, dtype=dtype, widen=widen)
-    with warnings.catch_warnings():
+    ours = NpCausalLM.from_pretrained(path, dtype=dtype, widen=widen,
+                                      attn_implementation="eager" if attention == "eager" else "tiled")
+    with warnings.catch_warnings(), small_attention_tiles() if attention == "small_tiles" else \
+            contextlib.nullcontext():
         warnings.simplefilter("ignore")
         out = ours(**to_np_call(call, dtype))
     compare(np_flat(out), theirs, TOL[dtype], call.get("attention_mask"), f"{dtype} {cfg} {call}")
@@ -250,8 +255,8 @@ def test_random_model(tmp_path_factory, dtype, cfg, data, seed, stored, widen):
                                                                   HealthCheck.function_scoped_fixture])
 @given(cfg=configs(), seed=st.integers(0, 2**31 - 1), B=st.integers(1, 3), prefill=st.integers(1, 6),
        steps=st.lists(st.integers(1, 3), min_size=1, max_size=3), left_pad=st.booleans(),
-       dtype=st.sampled_from(["float32", "float64"]))
-def test_kv_cache_continuation(tmp_path_factory, cfg, seed, B, prefill, steps, left_pad, dtype):
+       dtype=st.sampled_from(["float32", "float64"]), small_tiles=st.booleans())
+def test_kv_cache_continuation(tmp_path_factory, cfg, seed, B, prefill, steps, left_pad, dtype, small_tiles):
     """Prefill, then chunks of 1-3 tokens with a growing mask, each step and the cache vs transformers."""
     rng = np.random.default_rng(seed)
     total = prefill + sum(steps)
@@ -274,7 +279,8 @@ def test_kv_cache_continuation(tmp_path_factory, cfg, seed, B, prefill, steps, l
             with torch.no_grad():
                 hf_out = hf(**to_torch_call(call, TORCH_DTYPE[dtype]), cache=hf_cache, use_cache=True)
             hf_cache = cache_of(hf_out)
-            out = ours(**call, past_key_values=np_cache, use_cache=True)
+            with small_attention_tiles() if small_tiles else contextlib.nullcontext():
+                out = ours(**call, past_key_values=np_cache, use_cache=True)
             np_cache = out.past_key_values
             compare(np_flat(out), flatten_outputs(hf_out), TOL[dtype], mask[:, :hi], f"{dtype} step {k} {cfg}")
             lo = hi
