@@ -74,7 +74,7 @@ class ArceeConfig:
     # ------------------------------------------------------------------ derived quantities
     @property
     def rope_type(self) -> str:
-        """``"default"`` or ``"yarn"``."""
+        """``"default"``, ``"linear"`` or ``"yarn"``."""
         return "default" if self.rope_scaling is None else self.rope_scaling["rope_type"]
 
     @property
@@ -175,8 +175,11 @@ def _normalise_rope_scaling(scaling: dict | None, max_position_embeddings: int) 
     scaling.pop("rope_theta", None)
     if scaling["rope_type"] == "default":
         return None
+    if scaling["rope_type"] == "linear":  # position interpolation: only a factor
+        return scaling
     original = scaling.get("original_max_position_embeddings") or max_position_embeddings
     scaling["original_max_position_embeddings"] = original
     if scaling.get("factor") is None:
         scaling["factor"] = max_position_embeddings / original
     return scaling
+

@@ -148,8 +148,8 @@ class ArceePreTrainedModel:
     @classmethod
     def from_config(cls, config: ArceeConfig, seed: int = 0, dtype: str = "float32", device: str = "cpu",
                     widen: str = "auto", attn_implementation: str = "tiled"):
-        """A randomly initialised model, as transformers initialises one: linear and embedding weights
-        ~ N(0, initializer_range), biases 0, norm weights 1."""
+        """A randomly initialised model, as transformers initialises one: linear and embedding weights drawn
+        from a normal distribution of mean 0 and standard deviation initializer_range, biases 0, norm weights 1."""
         check_allocation(4 * parameter_count(config, cls.head_shapes(config)), f"{cls.__name__}.from_config",
                          "choose a smaller config")
         rng = np.random.default_rng(seed)

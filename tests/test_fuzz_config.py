@@ -43,7 +43,7 @@ def check_invariants(c: ArceeConfig) -> None:
     for name in ("use_cache", "tie_word_embeddings", "attention_bias", "mlp_bias"):
         assert isinstance(getattr(c, name), bool), name
     if c.rope_scaling is not None:
-        assert c.rope_scaling["rope_type"] == "yarn" and is_finite_number(c.rope_scaling["factor"])
+        assert c.rope_scaling["rope_type"] in ("linear", "yarn") and is_finite_number(c.rope_scaling["factor"])
         assert c.rope_scaling["factor"] >= 1
 
 

@@ -262,11 +262,17 @@ def test_unsupported_type_and_unknown_tensor(tmp_path):
     assert "blk.0.ffn_up.weight (IQ4_NL)" in str(err.value) and "blk.0.attn_sinks.weight" in str(err.value)
 
 
-def test_linear_rope_scaling_is_refused(tmp_path):
+def test_linear_rope_scaling_is_read(tmp_path):
+    """rope.scaling.type "linear" is transformers' linear position interpolation (llama.cpp's freq_scale
+    = 1/factor); an unknown type is refused."""
     path = tmp_path / "linear.gguf"
     convert_checkpoint(FIXTURES / "default_rope" / "hf", path, metadata={"arcee.rope.scaling.type": "linear",
                                                                         "arcee.rope.scaling.factor": 2.0})
-    with pytest.raises(ConfigError, match="'linear'"):
+    model = ArceeForCausalLM.from_pretrained(path)
+    assert model.config.rope_scaling == {"rope_type": "linear", "factor": 2.0}
+    convert_checkpoint(FIXTURES / "default_rope" / "hf", path, metadata={"arcee.rope.scaling.type": "longrope",
+                                                                        "arcee.rope.scaling.factor": 2.0})
+    with pytest.raises(ConfigError, match="'longrope'"):
         ArceeForCausalLM.from_pretrained(path)
 
 

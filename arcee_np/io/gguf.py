@@ -389,8 +389,13 @@ def _rope_scaling(file: GGUFFile, reading: str, get, notes: list) -> dict | None
         for key, value in present.items():
             notes.append(MetadataNote(f"{ARCHITECTURE}.{key}", value, "ignored", "a YaRN key, but RoPE is not YaRN"))
         return None
+    if kind == "linear":  # position interpolation: llama.cpp's freq_scale = 1 / factor, transformers' "linear"
+        for key, value in present.items():
+            notes.append(MetadataNote(f"{ARCHITECTURE}.{key}", value, "ignored", "a YaRN key, but RoPE is linear"))
+        return {"rope_type": "linear", "factor": float(factor)}
     if kind != "yarn":
-        raise ConfigError(f"{where} sets arcee.rope.scaling.type = {kind!r}; Arcee supports plain RoPE and YaRN.")
+        raise ConfigError(f"{where} sets arcee.rope.scaling.type = {kind!r}; arcee_np reads plain RoPE, linear "
+                          f"scaling and YaRN.")
     if not factor:
         raise ConfigError(f"{where} sets YaRN without arcee.rope.scaling.factor; re-convert the checkpoint.")
     original = get("rope.scaling.original_context_length", "original_max_position_embeddings",

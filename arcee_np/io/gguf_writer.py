@@ -97,7 +97,10 @@ def _metadata(config: ArceeConfig, file_type: str) -> dict:
         f"{a}.attention.head_count_kv": config.num_key_value_heads,
     }
     scaling = config.rope_scaling
-    if scaling is not None and scaling.get("factor") is not None:
+    if scaling is not None and scaling["rope_type"] == "linear":  # position interpolation: freq_scale 1/factor
+        keys[f"{a}.rope.scaling.type"] = "linear"
+        keys[f"{a}.rope.scaling.factor"] = float(scaling["factor"])
+    elif scaling is not None and scaling.get("factor") is not None:
         keys[f"{a}.rope.scaling.type"] = "yarn"
         keys[f"{a}.rope.scaling.factor"] = float(scaling["factor"])
         keys[f"{a}.rope.scaling.original_context_length"] = int(scaling["original_max_position_embeddings"])

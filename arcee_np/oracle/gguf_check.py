@@ -239,10 +239,14 @@ def _variants(ref: ArceeConfig, llama: ArceeConfig, file: GGUFFile) -> list:
         if getattr(ref, name) != getattr(llama, name):
             out.append((SettingCheck(name, getattr(ref, name), getattr(llama, name), "carried as float32"),
                         variant(**{name: getattr(llama, name)})))
-    if (ref.rope_scaling is None) != (llama.rope_scaling is None):
-        how = "no rope.scaling keys in the file" if llama.rope_scaling is None else "the file sets YaRN"
+    if ref.rope_type != llama.rope_type:
+        how = "no rope.scaling keys in the file" if llama.rope_scaling is None else \
+            f"the file sets {llama.rope_type}"
         out.append((SettingCheck("rope_type", ref.rope_type, llama.rope_type, how), variant(rope_scaling=llama.rope_scaling)))
-    elif ref.rope_scaling is not None:
+    elif ref.rope_type == "linear" and ref.rope_scaling["factor"] != llama.rope_scaling["factor"]:
+        out.append((SettingCheck("factor", ref.rope_scaling["factor"], llama.rope_scaling["factor"],
+                                 "carried, with another value"), variant(rope_scaling=llama.rope_scaling)))
+    elif ref.rope_type == "yarn":
         ref_s, llama_s = ref.rope_scaling, llama.rope_scaling
         for key in ("factor", "original_max_position_embeddings"):
             if ref_s[key] != llama_s[key]:
@@ -309,7 +313,7 @@ def _fix(ref, llama, settings) -> tuple[str, dict, dict]:
     llama-cpp-python's kv_overrides, and as its context parameters)."""
     found = {s.setting for s in settings if s.finding}
     flags, overrides, context = [], {}, {}
-    yarn = ref.rope_scaling is not None and llama.rope_scaling is not None
+    yarn = ref.rope_type == "yarn" and llama.rope_type == "yarn"
     if yarn and found & {"attention_factor", "mscale/mscale_all_dim"}:
         # llama.cpp's multiplier is (1 + 0.1 ln factor) * rope.scaling.attn_factor
         value = yarn_attention_factor(ref.rope_scaling) / (1.0 + 0.1 * math.log(llama.rope_scaling["factor"]))
@@ -319,7 +323,11 @@ def _fix(ref, llama, settings) -> tuple[str, dict, dict]:
         for key in ("beta_fast", "beta_slow"):
             context[f"yarn_{key}"] = float(_effective(ref.rope_scaling, key))
             flags.append(f"--yarn-{key.replace('_', '-')} {context[f'yarn_{key}']:g}")
-    if ref.rope_scaling is not None and found & {"rope_type", "factor", "original_max_position_embeddings"}:
+    if ref.rope_type == "linear" and found & {"rope_type", "factor"}:
+        factor = ref.rope_scaling["factor"]
+        context.update(rope_scaling_type=1, rope_freq_scale=1.0 / factor)  # 1: linear
+        flags.append(f"--rope-scaling linear --rope-scale {factor:g}")
+    if ref.rope_type == "yarn" and found & {"rope_type", "factor", "original_max_position_embeddings"}:
         factor, original = ref.rope_scaling["factor"], ref.rope_scaling["original_max_position_embeddings"]
         context.update(rope_scaling_type=2, rope_freq_scale=1.0 / factor, yarn_orig_ctx=int(original))  # 2: YaRN
         flags.append(f"--rope-scaling yarn --rope-scale {factor:g} --yarn-orig-ctx {original}")

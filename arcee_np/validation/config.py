@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .values import is_integer, require_choice, require_flag, require_int, require_real, shown
 
-SUPPORTED_ROPE_TYPES = ("default", "yarn")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn")
 SUPPORTED_ACTIVATIONS = ("relu2", "relu", "silu", "gelu", "gelu_pytorch_tanh")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 YARN_KEYS = ("factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale",
@@ -89,18 +89,21 @@ def check_rope_scaling(scaling, name: str) -> None:
                           f"disagree (transformers 5 takes rope_type, older code type): keep one of them.")
     rope_type = scaling.get("rope_type", scaling.get("type"))
     if rope_type is None:
-        raise ConfigError(f"{name} has no 'rope_type' (or legacy 'type'); set it to 'default' or 'yarn'.")
+        raise ConfigError(f"{name} has no 'rope_type' (or legacy 'type'); set it to 'default', 'linear' or 'yarn'.")
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ConfigError(
             f"{name}: unknown rope_type {rope_type!r}; arcee_np supports {', '.join(map(repr, SUPPORTED_ROPE_TYPES))} "
             f"(the types Arcee checkpoints use). Convert the checkpoint or drop {name} for plain RoPE.")
     if "rope_theta" in scaling:
         require_real(f"{name}.rope_theta", scaling["rope_theta"], ConfigError, low=0, low_open=True)
-    known = {"rope_type", "type", "rope_theta"} | (set(YARN_KEYS) if rope_type == "yarn" else set())
-    unknown = sorted(set(scaling) - known)
+    takes = {"yarn": YARN_KEYS, "linear": ("factor",), "default": ()}[rope_type]
+    unknown = sorted(set(scaling) - {"rope_type", "type", "rope_theta", *takes})
     if unknown:
-        takes = f"takes {', '.join(YARN_KEYS)}" if rope_type == "yarn" else "takes no parameters besides rope_theta"
-        raise ConfigError(f"{name}: unknown parameter(s) {unknown} for rope_type {rope_type!r}, which {takes}.")
+        described = f"takes {', '.join(takes)}" if takes else "takes no parameters"
+        raise ConfigError(f"{name}: unknown parameter(s) {unknown} for rope_type {rope_type!r}, which {described} "
+                          f"besides rope_theta.")
+    if rope_type == "linear":  # position interpolation: positions are divided by the factor
+        require_real(f"{name}.factor (linear)", scaling.get("factor"), ConfigError, low=1)
     if rope_type != "yarn":
         return
     if scaling.get("factor") is not None:
