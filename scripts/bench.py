@@ -11,7 +11,9 @@ Default run (the short workload):
 * prefill: one 1 x ``--prefill`` forward, logits of the last row only on every side (tokens/s);
 * decode: greedy generation of ``--new-tokens`` after a ``--prompt``-token prompt (new tokens/s), plus a
   bare chain of NumPy matrix-vector products over the same weight matrices: the memory-bandwidth
-  ceiling of a decode step on this machine.
+  ceiling of a decode step on this machine;
+* when llama-cpp-python imports (``pip install "arcee-np[llama_cpp]"``), llama.cpp too, on an F32 GGUF of
+  the same checkpoint (flash attention off).
 
 ``--long``: prefill at each of ``--lengths`` (512, 2048, 8192, 16384) in a fresh process per side and
 length, so that each peak RSS belongs to one length (transformers eager only up to ``--eager-max``, its
@@ -111,6 +113,41 @@ class TransformersSide:
             return time.perf_counter() - start, tokens
 
 
+class LlamaCppSide:
+    """llama.cpp through llama-cpp-python on an F32 GGUF of the same checkpoint (written by arcee_np's GGUF
+    writer as llama.cpp's converter writes it); flash attention off, llama.cpp's other defaults."""
+
+    def __init__(self, path, threads):
+        import llama_cpp
+
+        from arcee_np.io.gguf_writer import convert_checkpoint
+
+        gguf = os.path.join(path, "model-F32.gguf")
+        if not os.path.exists(gguf):  # the random checkpoint has no tokenizer: ids go straight in
+            convert_checkpoint(path, gguf, "F32", metadata={"tokenizer.ggml.model": "none"})
+        self.llama_cpp = llama_cpp
+        self.model = llama_cpp.Llama(model_path=gguf, n_ctx=SHAPE_125M["max_position_embeddings"], n_batch=16384,
+                                     n_ubatch=512, n_threads=threads, n_threads_batch=threads, flash_attn=False,
+                                     verbose=False)
+
+    def prefill(self, ids):
+        self.model.reset()
+        self.model.eval(ids[0])
+
+    def generate(self, ids, new_tokens):
+        import numpy as np
+
+        self.model.reset()
+        self.model.eval(ids[0])
+        tokens = []
+        for _ in range(new_tokens):
+            logits = np.ctypeslib.as_array(self.llama_cpp.llama_get_logits_ith(self.model.ctx, -1),
+                                           shape=(self.model.n_vocab(),))
+            tokens.append(int(np.argmax(logits)))
+            self.model.eval([tokens[-1]])
+        return tokens
+
+
 def gemv_chain_step_seconds(path, repeats=20):
     """One decode step's matrix-vector products over the checkpoint's matrices, back to back (median)."""
     import numpy as np
@@ -129,9 +166,18 @@ def gemv_chain_step_seconds(path, repeats=20):
 
 
 def worker_main(side, path, threads):
-    """Serve timing requests on stdin: one JSON line in, one JSON line out."""
-    runner = ArceeSide(path) if side == "arcee_np" else TransformersSide(path, threads, side.split("-")[1])
-    print(json.dumps({"ready": True}), flush=True)
+    """Serve timing requests on stdin: one JSON line in, one JSON line out (on the original stdout; whatever
+    the libraries print, C code included, goes to stderr)."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    if side == "arcee_np":
+        runner = ArceeSide(path)
+    elif side == "llama.cpp-f32":
+        runner = LlamaCppSide(path, threads)
+    else:
+        runner = TransformersSide(path, threads, side.split("-")[1])
+    print(json.dumps({"ready": True}), file=replies, flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         start = time.perf_counter()
@@ -146,7 +192,7 @@ def worker_main(side, path, threads):
             reply = {"seconds": seconds, "tokens": tokens}
         else:
             reply = {"peak_rss_mib": peak_rss_mib()}
-        print(json.dumps(reply), flush=True)
+        print(json.dumps(reply), file=replies, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -169,6 +215,15 @@ class Worker:
         self.proc.stdin.close()
         self.proc.wait()
         return rss
+
+
+def llama_cpp_importable() -> bool:
+    """Whether llama-cpp-python imports: then llama.cpp runs beside the others in the short run."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def make_checkpoint(path, seed=0):
@@ -196,7 +251,9 @@ def timed(workers, repeats, **request):
 
 def short_run(path, args):
     """Prefill 1 x --prefill and greedy decode --prompt + --new-tokens on every side, one worker each."""
-    workers = [Worker(side, path, args.threads) for side in ("arcee_np", "transformers-sdpa", "transformers-eager")]
+    sides = ["arcee_np", "transformers-sdpa", "transformers-eager"] + (["llama.cpp-f32"] if llama_cpp_importable()
+                                                                       else [])
+    workers = [Worker(side, path, args.threads) for side in sides]
     prefill = timed(workers, args.repeats, op="prefill", ids=random_ids(args.prefill, 0))
     prompt = random_ids(args.prompt, 1)
     decode = timed(workers, args.repeats, op="generate", ids=prompt, new_tokens=args.new_tokens)
@@ -210,9 +267,9 @@ def short_run(path, args):
     for side in rss:
         r = results[side]
         print(f"{side:20}{r['prefill_tok_s']:22.1f}{r['decode_tok_s']:16.1f}{r['peak_rss_mib']:15.0f}")
-    for side in ("transformers-sdpa", "transformers-eager"):
+    for side in sides[1:]:
         ours, theirs = results["arcee_np"], results[side]
-        print(f"{'ratio vs ' + side.split('-')[1]:20}{ours['prefill_tok_s'] / theirs['prefill_tok_s']:22.2f}"
+        print(f"{'ratio vs ' + side:20}{ours['prefill_tok_s'] / theirs['prefill_tok_s']:22.2f}"
               f"{ours['decode_tok_s'] / theirs['decode_tok_s']:16.2f}")
     print(f"bare chain of NumPy matrix-vector products over the weights: {results['gemv_chain_tok_s']:.1f} steps/s")
     print(f"greedy tokens identical on every side: {results['same_greedy_tokens']}")
