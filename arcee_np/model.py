@@ -51,6 +51,25 @@ def attention_mask_for(embeds, attention_mask, position_ids, past_length, packed
     return causal_padding_mask(attention_mask, length, dtype)
 
 
+def mask_and_rope_tables(embeds, config, attention_mask, position_ids, past_length, packed):
+    """What every layer of this step shares: the additive mask (attention_mask_for) and the RoPE tables.
+
+    embeds: [B, T, D]; attention_mask, packed: as for attention_mask_for; position_ids: [B, T] / [1, T] or
+    None (``past_length + arange(T)``). Returns (mask [B, 1, T, S] or None, cos [B, T, hd], sin [B, T, hd]).
+    """
+    xp = array_namespace(embeds)
+    batch, length = embeds.shape[:2]
+    if position_ids is None:
+        position_ids = xp.arange(past_length, past_length + length, dtype=xp.int64)[None, :]  # [1, T]
+    position_ids = xp.broadcast_to(position_ids, (batch, length))
+    mask = attention_mask_for(embeds, attention_mask, position_ids, past_length, packed)
+    table_dtype = xp.float64 if embeds.dtype == xp.float64 else xp.float32
+    inv_freq, attention_scaling = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
+                                                   xp, table_dtype)
+    cos, sin = rope_cos_sin(position_ids, inv_freq, attention_scaling, embeds.dtype)  # [B, T, hd] each
+    return mask, cos, sin
+
+
 def self_attention(x, params, layer, config, cos, sin, mask, cache):
     """Grouped-query self-attention of layer ``layer``, with RoPE and the KV cache.
 
@@ -107,20 +126,9 @@ def backbone(params, config, input_ids=None, inputs_embeds=None, attention_mask=
     """
     h = embed(input_ids, params["embed_tokens.weight"]) if inputs_embeds is None else inputs_embeds
     h = record("embed", h)  # [B, T, D]
-    xp = array_namespace(h)
-    batch, length = h.shape[:2]
     past = cache.get_seq_length() if cache is not None else 0
-    packed = position_ids is not None and cache is None
-    if position_ids is None:
-        position_ids = xp.arange(past, past + length, dtype=xp.int64)[None, :]  # [1, T]
-    position_ids = xp.broadcast_to(position_ids, (batch, length))
-    mask = attention_mask_for(h, attention_mask, position_ids, past, packed)
-
-    table_dtype = xp.float64 if h.dtype == xp.float64 else xp.float32
-    inv_freq, attention_scaling = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
-                                                   xp, table_dtype)
-    cos, sin = rope_cos_sin(position_ids, inv_freq, attention_scaling, h.dtype)  # [B, T, hd] each
-
+    mask, cos, sin = mask_and_rope_tables(h, config, attention_mask, position_ids, past,
+                                          packed=position_ids is not None and cache is None)
     hidden_states, attentions = [h], []
     for layer in range(config.num_hidden_layers):
         h, probs = decoder_layer(h, params, layer, config, cos, sin, mask, cache)
