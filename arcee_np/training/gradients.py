@@ -12,6 +12,8 @@ does); the backward itself (training/backward.py and the blocks) knows nothing o
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import numpy as np
 
 from ..backend import to_device, to_numpy
@@ -148,3 +150,48 @@ def _task_head(model, hidden, input_ids, targets):
     record("grad.logits", d_logits)
     d_hidden, d_weight, d_bias = linear_backward(d_logits, hidden, params["score.weight"], has_bias)
     return loss, d_hidden, {"score.weight": d_weight} | ({"score.bias": d_bias} if has_bias else {})
+
+
+class ModelParameters(MutableMapping):
+    """A model's weights under their state-dict names, read from and written to the model itself.
+
+    ``model_parameters(model)["model.layers.0.mlp.up_proj.weight"]`` is ``model.params["layers.0.mlp.up_proj.weight"]``;
+    assigning replaces the model's array, so an optimizer given this mapping updates the model (AdamW(
+    model_parameters(model), ...) with loss_and_gradients' names). A tied embedding is one entry. No keys
+    can be added or removed.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def _locate(self, name):
+        prefix = self.model.prefix
+        if name.startswith(prefix) and name[len(prefix):] in self.model.params:
+            return self.model.params, name[len(prefix):]
+        if name in self.model.head_params and not (name == "lm_head.weight" and self.model.config.tie_word_embeddings):
+            return self.model.head_params, name
+        raise KeyError(name)
+
+    def __getitem__(self, name):
+        store, key = self._locate(name)
+        return store[key]
+
+    def __setitem__(self, name, value):
+        store, key = self._locate(name)
+        store[key] = value
+
+    def __delitem__(self, name):
+        raise TypeError("a model's weights cannot be removed.")
+
+    def __iter__(self):
+        yield from (self.model.prefix + name for name in self.model.params)
+        yield from (name for name in self.model.head_params
+                    if not (name == "lm_head.weight" and self.model.config.tie_word_embeddings))
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+
+def model_parameters(model) -> ModelParameters:
+    """The weights of ``model`` as a mutable mapping under their state-dict names (see ModelParameters)."""
+    return ModelParameters(model)
