@@ -124,11 +124,11 @@ def layer_backward(grad, saved, params, layer, config, cos, sin, grads):
     record(f"grad.{name}.attn.context", d_context)
     dq, dk, dv = attention_backward(d_context, saved.q, saved.k, saved.v, saved.probs, saved.context,
                                     config.head_dim**-0.5, tap=_grad_tap(f"{name}.attn"))
+    record(f"grad.{name}.attn.k_rope", dk)  # recorded in the reverse of the forward's order
     record(f"grad.{name}.attn.q_rope", dq)
-    record(f"grad.{name}.attn.k_rope", dk)
-    dq = record(f"grad.{name}.attn.q", apply_rope_backward(dq, cos, sin))
-    dk = record(f"grad.{name}.attn.k", apply_rope_backward(dk, cos, sin))
     record(f"grad.{name}.attn.v", dv)
+    dk = record(f"grad.{name}.attn.k", apply_rope_backward(dk, cos, sin))
+    dq = record(f"grad.{name}.attn.q", apply_rope_backward(dq, cos, sin))
     d_normed = None
     for proj, d_heads in zip(_PROJECTIONS, (dq, dk, dv)):
         d_y = xp.reshape(xp.permute_dims(d_heads, (0, 2, 1, 3)), (batch, length, -1))  # [B, T, count*hd]
