@@ -4,6 +4,7 @@
     arcee-np generate "Hi" --model DIR --greedy --max-new-tokens 40
     arcee-np info [--model DIR] [--json]       config, parameter count, memory per dtype
     arcee-np trace / compare ...               debugging tools (arcee_np/oracle/cli.py)
+    arcee-np finetune --data FILE --steps N --out DIR   fine-tune on a text file (arcee_np/training/finetune.py)
 
 Each subcommand is a ``cmd_<name>(args) -> exit status`` function registered in ``build_parser()``; add a
 command by adding a parser there with ``set_defaults(func=...)``. A bad path, flag or value ends in one
@@ -95,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     from .oracle.cli import add_debug_commands  # trace, compare
+    from .training.finetune import add_finetune_command
 
     add_debug_commands(commands)
+    add_finetune_command(commands)
     return parser
 
 

@@ -279,3 +279,29 @@ def test_adamw_on_a_model_equals_torch_training(tmp_path):
     for name, p in hf.state_dict().items():
         if name in ours:
             np.testing.assert_allclose(ours[name], p.numpy(), rtol=0, atol=1e-12, err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+
+
+def test_finetuned_checkpoint_loads_in_transformers(tmp_path):
+    """`arcee-np finetune` writes a folder transformers' Auto classes load, with the same logits as arcee_np."""
+    from tiny_lm import TEXT, write_tiny_lm
+
+    from arcee_np.cli import main
+
+    base = write_tiny_lm(tmp_path / "base")
+    data = tmp_path / "text.txt"
+    data.write_text("\n".join(TEXT[:4]) * 30, encoding="utf-8")
+    assert main(["finetune", "--data", str(data), "--model", str(base), "--steps", "5", "--out", str(tmp_path / "ft"),
+                 "--batch-size", "2", "--seq-len", "16"]) == 0
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ft", dtype=torch.float32,
+                                                              attn_implementation="eager").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "ft")
+    ids = tokenizer("ROMEO: But soft", return_tensors="pt")["input_ids"]
+    assert ids[0, 0].item() == tokenizer.bos_token_id
+    with torch.no_grad():
+        theirs = model(ids).logits.numpy()
+    ours = to_numpy(arcee_np.ArceeForCausalLM.from_pretrained(tmp_path / "ft")(ids.numpy()).logits)
+    assert np.abs(ours - theirs).max() < 1e-4
+    assert transformers.GenerationConfig.from_pretrained(tmp_path / "ft").bos_token_id == 0
