@@ -80,16 +80,22 @@ def sequence_classification_loss(pooled_logits, labels, problem_type):
 
     pooled_logits: [B, C]. Returns a 0-d array.
     """
+    prediction, target, (loss, _) = _sequence_classification_terms(pooled_logits, labels, problem_type)
+    return loss(prediction, target)
+
+
+def _sequence_classification_terms(pooled_logits, labels, problem_type):
+    """``(prediction, target, (loss, loss_backward))`` of a problem type, as sequence_classification_loss
+    describes it (regression with one label compares flattened [B] vectors, as transformers squeezes both)."""
     xp = array_namespace(pooled_logits, labels)
-    batch, classes = pooled_logits.shape
     if problem_type == "regression":
-        if classes == 1:  # transformers squeezes both sides
-            return mse_loss(xp.reshape(pooled_logits, (-1,)), xp.reshape(labels, (-1,)))
-        return mse_loss(pooled_logits, labels)
+        if pooled_logits.shape[1] == 1:
+            return xp.reshape(pooled_logits, (-1,)), xp.reshape(labels, (-1,)), (mse_loss, mse_loss_backward)
+        return pooled_logits, labels, (mse_loss, mse_loss_backward)
     if problem_type == "single_label_classification":
-        return cross_entropy(pooled_logits, xp.reshape(labels, (-1,)))
+        return pooled_logits, xp.reshape(labels, (-1,)), (cross_entropy, cross_entropy_backward)
     if problem_type == "multi_label_classification":
-        return bce_with_logits(pooled_logits, labels)
+        return pooled_logits, labels, (bce_with_logits, bce_with_logits_backward)
     raise ValueError(f"unknown problem_type {problem_type!r}; use 'regression', 'single_label_classification' "
                      f"or 'multi_label_classification'.")
 
@@ -102,14 +108,17 @@ def question_answering_loss(start_logits, end_logits, start_positions, end_posit
     start_logits, end_logits: [B, T]; start_positions, end_positions: [B] (or [B, 1]) integers.
     Returns a 0-d array.
     """
-    xp = array_namespace(start_logits, start_positions)
     ignored = start_logits.shape[1]
+    start_loss = cross_entropy(start_logits, span_targets(start_positions, ignored), ignore_index=ignored)
+    end_loss = cross_entropy(end_logits, span_targets(end_positions, ignored), ignore_index=ignored)
+    return (start_loss + end_loss) / 2
 
-    def one_side(logits, positions):
-        positions = xp.clip(xp.reshape(xp.astype(positions, xp.int64), (-1,)), 0, ignored)  # [B]
-        return cross_entropy(logits, positions, ignore_index=ignored)
 
-    return (one_side(start_logits, start_positions) + one_side(end_logits, end_positions)) / 2
+def span_targets(positions, length):
+    """Question answering's targets: positions flattened to [B] and clamped to [0, T]; T (past the end)
+    is the ignore index. positions: [B] or [B, 1] integers; length: T. Returns [B] int64."""
+    xp = array_namespace(positions)
+    return xp.clip(xp.reshape(xp.astype(positions, xp.int64), (-1,)), 0, length)
 
 
 def token_classification_loss(logits, labels, ignore_index=IGNORE_INDEX):
@@ -198,18 +207,9 @@ def sequence_classification_loss_backward(pooled_logits, labels, problem_type):
     Returns (loss 0-d, dpooled [B, C]).
     """
     xp = array_namespace(pooled_logits, labels)
-    batch, classes = pooled_logits.shape
-    if problem_type == "regression":
-        if classes == 1:
-            loss, grad = mse_loss_backward(xp.reshape(pooled_logits, (-1,)), xp.reshape(labels, (-1,)))
-            return loss, xp.reshape(grad, (batch, 1))
-        return mse_loss_backward(pooled_logits, labels)
-    if problem_type == "single_label_classification":
-        return cross_entropy_backward(pooled_logits, xp.reshape(labels, (-1,)))
-    if problem_type == "multi_label_classification":
-        return bce_with_logits_backward(pooled_logits, labels)
-    raise ValueError(f"unknown problem_type {problem_type!r}; use 'regression', 'single_label_classification' "
-                     f"or 'multi_label_classification'.")
+    prediction, target, (_, loss_backward) = _sequence_classification_terms(pooled_logits, labels, problem_type)
+    loss, grad = loss_backward(prediction, target)
+    return loss, xp.reshape(grad, pooled_logits.shape)
 
 
 def question_answering_loss_backward(start_logits, end_logits, start_positions, end_positions):
@@ -218,15 +218,9 @@ def question_answering_loss_backward(start_logits, end_logits, start_positions, 
     start_logits, end_logits: [B, T]; positions: [B] (or [B, 1]) integers, clamped to [0, T], T ignored.
     Returns (loss 0-d, dstart [B, T], dend [B, T]).
     """
-    xp = array_namespace(start_logits, start_positions)
     ignored = start_logits.shape[1]
-
-    def one_side(logits, positions):
-        positions = xp.clip(xp.reshape(xp.astype(positions, xp.int64), (-1,)), 0, ignored)  # [B]
-        return cross_entropy_backward(logits, positions, ignore_index=ignored)
-
-    start_loss, d_start = one_side(start_logits, start_positions)
-    end_loss, d_end = one_side(end_logits, end_positions)
+    start_loss, d_start = cross_entropy_backward(start_logits, span_targets(start_positions, ignored), ignored)
+    end_loss, d_end = cross_entropy_backward(end_logits, span_targets(end_positions, ignored), ignored)
     return (start_loss + end_loss) / 2, d_start / 2, d_end / 2
 
 

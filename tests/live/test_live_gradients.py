@@ -25,7 +25,7 @@ transformers = pytest.importorskip("transformers")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from test_live_differential import TORCH_DTYPE, configs  # noqa: E402
+from test_live_differential import TORCH_DTYPE, configs, to_torch_call  # noqa: E402
 from torch_reference import lifted_float32_casts, perturb_  # noqa: E402
 
 import arcee_np  # noqa: E402
@@ -125,17 +125,6 @@ def build_hf(head: str, cfg: dict, seed: int, dtype):
     return model.to(dtype).eval()
 
 
-def torch_call(call: dict, dtype) -> dict:
-    out = {}
-    for key, value in call.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(value)
-            if value.is_floating_point():
-                value = value.to(dtype)
-        out[key] = value
-    return out
-
-
 def hf_gradients(path, head, dtype, call, checkpointing):
     """transformers' loss and every parameter's gradient (zeros where autograd leaves None)."""
     with lifted_float32_casts() if dtype == "float64" else contextlib.nullcontext():
@@ -150,7 +139,7 @@ def hf_gradients(path, head, dtype, call, checkpointing):
             model.eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = model(**torch_call(call, TORCH_DTYPE[dtype]))
+            out = model(**to_torch_call(call, TORCH_DTYPE[dtype]))
         out.loss.backward()
     grads = {name: (p.grad if p.grad is not None else torch.zeros_like(p)) for name, p in model.named_parameters()}
     return out.loss.item(), grads
