@@ -18,9 +18,9 @@ import numpy as np
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
 DEVICES = ("cpu", "cuda", "array_api_strict")
-DTYPES = ("float32", "float64", "float16")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
-__all__ = ["DEVICES", "DTYPES", "array_namespace", "namespace_for_device", "resolve_dtype", "to_device",
+__all__ = ["DEVICES", "DTYPES", "array_namespace", "is_wide", "namespace_for_device", "resolve_dtype", "to_device",
            "to_numpy", "device_of"]
 
 
@@ -55,10 +55,28 @@ def namespace_for_device(device: str) -> ModuleType:
 
 
 def resolve_dtype(xp: ModuleType, dtype: str):
-    """The ``xp`` dtype object for a dtype name in DTYPES."""
+    """The ``xp`` dtype object for a dtype name in DTYPES.
+
+    bfloat16 is ml_dtypes' ``bfloat16`` on NumPy (the dtype JAX uses); CuPy and array_api_strict have
+    none, and array_api_strict has no float16 either: asking for them is an error that says so.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    device = device_of(xp)
+    if dtype == "bfloat16" and device == "cpu":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    if not hasattr(xp, dtype):
+        usable = [name for name in DTYPES if hasattr(xp, name) and name != "bfloat16"]
+        raise ValueError(f'dtype="{dtype}" is not available on device="{device}" (its array library has no '
+                         f'{dtype}); choose one of {", ".join(usable)}, or run on device="cpu".')
     return getattr(xp, dtype)
+
+
+def is_wide(xp: ModuleType, dtype) -> bool:
+    """Whether ``dtype`` is float32 or float64: a dtype that products and reductions run in as it is."""
+    return dtype == xp.float32 or dtype == xp.float64
 
 
 def device_of(xp: ModuleType) -> str:

@@ -21,7 +21,8 @@ import os
 import sys
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DTYPE_BYTES = {"float32": 4, "float16": 2, "float64": 8}  # the dtypes arcee_np computes in
+DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}  # the dtypes arcee_np computes in
+FORWARD_TOKENS = 2048  # the prompt length `arcee-np info` states a forward's working memory for
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,8 +170,10 @@ def cmd_generate(args) -> int:
 # ---------------------------------------------------------------------------------------------- info
 def describe(path: str) -> dict:
     """What ``arcee-np info`` prints, as a dict: config, parameters, memory per dtype, generation, tokenizer."""
-    from .io.checkpoint import backbone_shapes, checkpoint_files
+    from .io.checkpoint import backbone_shapes, checkpoint_files, read_checkpoint
     from .config import ArceeConfig
+    from .io.weights import weight_memory
+    from .model import working_bytes
     from .models import ArceeForCausalLM, read_generation_config
 
     config = ArceeConfig.from_pretrained(path)
@@ -178,12 +181,18 @@ def describe(path: str) -> dict:
     params = sum(_prod(shape) for shape in shapes)
     kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
     files = checkpoint_files(path)
+    tensors = read_checkpoint(path)  # memory-mapped: only the headers are read
+    tokens = min(FORWARD_TOKENS, config.max_position_embeddings)
+    memory = {name: dict(weight_memory(tensors, name), forward_tokens=tokens,
+                         forward_working_bytes=working_bytes(config, 1, tokens, size))
+              for name, size in DTYPE_BYTES.items()}
     info = {
         "path": os.path.abspath(path),
         "config": config.to_dict(),
         "parameters": params,
         "weights_bytes": {name: params * size for name, size in DTYPE_BYTES.items()},
         "kv_cache_bytes_per_token": {name: kv_per_token * size for name, size in DTYPE_BYTES.items()},
+        "memory": memory,
         "checkpoint_files": [os.path.basename(f) for f in files],
         "checkpoint_bytes": sum(os.path.getsize(f) for f in files),
         "generation_config": read_generation_config(path),
@@ -223,7 +232,12 @@ def cmd_info(args) -> int:
     print(f"checkpoint: {', '.join(info['checkpoint_files'])} ({_bytes(info['checkpoint_bytes'])})")
     print(f"parameters: {info['parameters']:,}" + (" (tied embeddings counted once)" if c["tie_word_embeddings"]
                                                    else ""))
-    print("weights in memory: " + ", ".join(f"{k} {_bytes(v)}" for k, v in info["weights_bytes"].items()))
+    print("all weights held in: " + ", ".join(f"{k} {_bytes(v)}" for k, v in info["weights_bytes"].items()))
+    print("memory by dtype mode (widen='auto'): weights used in place from the file / copied; a forward:")
+    for name, m in info["memory"].items():
+        print(f"  {name:9} widen {m['policy']:8} file {_bytes(m['mapped_bytes']):>10} mapped, "
+              f"{_bytes(m['copied_bytes']):>10} copied; 1 x {m['forward_tokens']} forward "
+              f"{_bytes(m['forward_working_bytes'])}")
     print("KV cache per token: " + ", ".join(f"{k} {_bytes(v)}" for k, v in info["kv_cache_bytes_per_token"].items())
           + f" (x {c['max_position_embeddings']:,} positions max)")
     print("config:")

@@ -12,19 +12,19 @@ import os
 import warnings
 
 import numpy as np
-from array_api_compat import is_cupy_array
 
 from .backend import DTYPES, device_of, namespace_for_device, resolve_dtype, to_device, to_numpy
 from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, lm_head, pool_positions,
                      question_answering_loss, sequence_classification_loss, split_start_end,
                      token_classification_loss)
 from .cache import KVCache
+from .io.weights import host_dtype, place_weights, widen_whole
 from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig
 from .errors import ConfigError
 from .generation import generate_tokens, resolve_settings
 from .inputs import check_inputs
-from .model import backbone
+from .model import ATTENTION_IMPLEMENTATIONS, backbone
 from .outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .trace import record
@@ -39,10 +39,12 @@ class ArceePreTrainedModel:
     prefix = "model."
 
     def __init__(self, config: ArceeConfig, backbone_params: dict, head_params: dict | None = None,
-                 dtype: str = "float32", device: str = "cpu"):
+                 dtype: str = "float32", device: str = "cpu", widen: str = "auto",
+                 attn_implementation: str = "tiled"):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
         self.config = config
+        self.attn_implementation = check_attn_implementation(attn_implementation)
         self.xp = namespace_for_device(device)
         self.device = device_of(self.xp)
         self.dtype = dtype
@@ -50,8 +52,10 @@ class ArceePreTrainedModel:
         backbone_params, head_params = split_checkpoint(
             {self.prefix + k: v for k, v in backbone_params.items()} | dict(head_params or {}),
             config, self.prefix, self.head_shapes(config), self.ignored_names(config))
-        self.params = {k: self._to_backend(v) for k, v in backbone_params.items()}
-        self.head_params = {k: self._to_backend(v) for k, v in head_params.items()}
+        placed = place_weights({self.prefix + k: v for k, v in backbone_params.items()} | head_params, self.xp,
+                               self._dtype, widen)
+        self.params = {k[len(self.prefix):]: placed[k] for k in (self.prefix + n for n in backbone_params)}
+        self.head_params = {k: placed[k] for k in head_params}
 
     # ------------------------------------------------------------------ the head's description
     @classmethod
@@ -66,23 +70,48 @@ class ArceePreTrainedModel:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu"):
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu",
+                        widen: str = "auto", attn_implementation: str = "tiled"):
         """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded).
 
-        dtype: "float32" (default), "float64" (golden mode: every step in float64) or "float16";
-        device: "cpu" (NumPy), "cuda" (CuPy) or "array_api_strict".
+        dtype: "float32" (default: as transformers float32), "float64" (golden mode: every step in float64),
+        "float16" or "bfloat16" (transformers' casting points in that dtype; products in float32);
+        device: "cpu" (NumPy), "cuda" (CuPy) or "array_api_strict";
+        widen: when weights stored in a narrower dtype than the computation are widened (arcee_np.io.weights):
+        "at_load" (fastest), "per_use" (a tile of rows each time a block uses them: memory stays near the
+        file's size plus the activations), or "auto" (default: at load when that costs at most 2 GiB more
+        than the stored weights, else per use);
+        attn_implementation: "tiled" (default: the online softmax over key tiles, memory linear in the
+        length; the same numbers as eager to float32 rounding) or "eager" (transformers' eager path, the whole
+        [B, H, T, S] probability array in memory). ``output_attentions=True`` and traces of ``attn.scores`` /
+        ``attn.probs`` run eager whatever is chosen, as transformers falls back from sdpa.
+
+        Memory: the file is memory-mapped; matrices already in the compute dtype are used in place (their
+        pages count in RSS, not as the process's own memory). Widening at load adds the widened size;
+        per use adds one tile per block call. ``arcee-np info`` states both per dtype.
         """
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
-        namespace_for_device(device)  # fail on a bad device before reading any weights
+        resolve_dtype(namespace_for_device(device), dtype)  # fail on a bad device or dtype before reading weights
+        check_attn_implementation(attn_implementation)
         config = ArceeConfig.from_pretrained(path)
-        tensors = read_checkpoint(path)
-        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config),
-                                                        cls.ignored_names(config))
-        return cls(config, backbone_params, head_params, dtype=dtype, device=device)
+        return cls.from_state_dict(config, read_checkpoint(path), dtype=dtype, device=device, widen=widen,
+                                   attn_implementation=attn_implementation)
 
     @classmethod
-    def from_config(cls, config: ArceeConfig, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+    def from_state_dict(cls, config: ArceeConfig, tensors: dict, dtype: str = "float32", device: str = "cpu",
+                        widen: str = "auto", attn_implementation: str = "tiled"):
+        """A model from ``tensors`` named as transformers' state dict (``model.layers.0.mlp.up_proj.weight``
+        ...; NumPy arrays in any float dtype, or arrays of the model's backend), checked against ``config``.
+        dtype, device, widen, attn_implementation: as ``from_pretrained``."""
+        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config),
+                                                        cls.ignored_names(config))
+        return cls(config, backbone_params, head_params, dtype=dtype, device=device, widen=widen,
+                   attn_implementation=attn_implementation)
+
+    @classmethod
+    def from_config(cls, config: ArceeConfig, seed: int = 0, dtype: str = "float32", device: str = "cpu",
+                    widen: str = "auto", attn_implementation: str = "tiled"):
         """A randomly initialised model, as transformers initialises one: linear and embedding weights
         ~ N(0, initializer_range), biases 0, norm weights 1."""
         rng = np.random.default_rng(seed)
@@ -95,25 +124,22 @@ class ArceePreTrainedModel:
                 tensors[name] = np.zeros(shape, dtype=np.float32)
             else:
                 tensors[name] = rng.normal(0.0, config.initializer_range, size=shape).astype(np.float32)
-        backbone_params, head_params = split_checkpoint(tensors, config, cls.prefix, cls.head_shapes(config))
-        return cls(config, backbone_params, head_params, dtype=dtype, device=device)
-
-    def _to_backend(self, array):
-        if device_of(self.xp) == "cuda" and (is_cupy_array(array) or (not isinstance(array, np.ndarray)
-                                                                     and hasattr(array, "__dlpack__"))):
-            return to_device(array, self.xp, self._dtype)  # CuPy, torch CUDA ...: cast on the GPU, no host trip
-        return to_device(np.asarray(to_numpy(array)).astype(self.dtype, copy=False), self.xp)
+        return cls.from_state_dict(config, tensors, dtype=dtype, device=device, widen=widen,
+                                   attn_implementation=attn_implementation)
 
     # ------------------------------------------------------------------ state dict and saving
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Every weight under transformers' name, as NumPy arrays."""
-        out = {self.prefix + k: to_numpy(v) for k, v in self.params.items()}
-        out.update({k: to_numpy(v) for k, v in self.head_params.items()})
-        return out
+        """Every weight under transformers' name, as NumPy arrays in the model's dtype (as transformers'
+        state_dict: a float32 model gives float32 arrays, whatever the file stored; weights kept stored
+        are widened here, which for a big model takes the memory of the whole widened model)."""
+        dtype = host_dtype(self.dtype)
+        items = [(self.prefix + k, v) for k, v in self.params.items()] + list(self.head_params.items())
+        return {name: _host_array(value).astype(dtype, copy=False) for name, value in items}
 
     def save_pretrained(self, path: str | os.PathLike, max_shard_size: int | None = None) -> None:
         """Write config.json and safetensors (sharded above ``max_shard_size`` bytes) that transformers'
-        ``from_pretrained`` loads to the same outputs."""
+        ``from_pretrained`` loads to the same outputs; the tensors are in the model's dtype (as transformers
+        saves them), bfloat16 included."""
         self.config.save_pretrained(path)
         write_checkpoint(path, self.state_dict(), max_shard_size=max_shard_size)
 
@@ -134,7 +160,7 @@ class ArceePreTrainedModel:
         if cache is None and use_cache:
             cache = KVCache(self.config.num_hidden_layers)
         out = backbone(self.params, self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache,
-                       output_hidden_states, output_attentions)
+                       output_hidden_states, output_attentions, self.attn_implementation)
         return out, cache if use_cache or past_key_values is not None else None, labels
 
     def __repr__(self) -> str:
@@ -142,6 +168,23 @@ class ArceePreTrainedModel:
         return (f"{type(self).__name__}(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
                 f"heads={c.num_attention_heads}/{c.num_key_value_heads}, vocab={c.vocab_size}, "
                 f"params={self.num_parameters():,}, dtype={self.dtype}, device={self.device})")
+
+
+def check_attn_implementation(name: str) -> str:
+    """``name`` if it is an attention implementation arcee_np has, else a ValueError saying which it has."""
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        hint = ' (transformers\' "sdpa" and "flash_attention_2" compute what "tiled" computes)' if name in (
+            "sdpa", "flash_attention_2") else ""
+        raise ValueError(f"unknown attn_implementation {name!r}; choose one of "
+                         f"{', '.join(map(repr, ATTENTION_IMPLEMENTATIONS))}{hint}.")
+    return name
+
+
+def _host_array(value) -> np.ndarray:
+    """A param as a NumPy array: a stored weight widened whole, any backend's array copied to the host."""
+    if hasattr(value, "widened_rows"):
+        value = widen_whole(value)
+    return np.asarray(to_numpy(value))
 
 
 class ArceeModel(ArceePreTrainedModel):
@@ -228,10 +271,11 @@ class ArceeForCausalLM(ArceePreTrainedModel):
         self.__dict__["_generation_config"] = dict(value or {})
 
     @classmethod
-    def from_pretrained(cls, path, dtype="float32", device="cpu"):
+    def from_pretrained(cls, path, dtype="float32", device="cpu", widen="auto", attn_implementation="tiled"):
         """As ArceePreTrainedModel.from_pretrained, and reads generation_config.json (when present) into
         ``model.generation_config``."""
-        model = super().from_pretrained(path, dtype=dtype, device=device)
+        model = super().from_pretrained(path, dtype=dtype, device=device, widen=widen,
+                                        attn_implementation=attn_implementation)
         model.generation_config = read_generation_config(path)
         return model
 

@@ -179,6 +179,12 @@ def record(name: str, value):
     return value
 
 
+def wanted(name: str) -> bool:
+    """Whether an active trace records ``name`` (the forward then computes what only eager attention or an
+    unchunked MLP shows)."""
+    return any(t.wants(name) for t in _active)
+
+
 def tap(prefix: str):
     """A ``tap(name, value)`` for the blocks that records ``f"{prefix}.{name}"``; None when nothing traces."""
     if not _active:

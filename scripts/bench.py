@@ -1,17 +1,26 @@
-"""Benchmark arcee_np against transformers on the CPU, in the same run: prefill and greedy decode.
+"""Benchmark arcee_np against transformers on the CPU, in the same run: prefill, decode, long context.
 
-Both sides load the same random float32 checkpoint (125M parameters by default: vocab 32000, hidden 768,
-12 layers, 12 heads, 4 KV heads, intermediate 3072) and run in two worker processes, driven alternately
-so that only one computes at a time. Reported: medians over ``--repeats`` of
+Every side loads the same random float32 checkpoint (125M parameters by default: vocab 32000, hidden 768,
+12 layers, 12 heads, 4 KV heads, intermediate 3072) in its own worker process; the driver sends the same
+requests to each in turn, so only one computes at a time. Sides: ``arcee_np`` (its default, tiled
+attention), ``transformers-sdpa`` (transformers' default) and ``transformers-eager``. Reported: medians
+over ``--repeats``, tokens/s, each worker's peak RSS (VmHWM), and the ratios arcee_np / transformers.
 
-* prefill: one 1 x ``--prefill`` forward, logits of the last row only on both sides (tokens/s);
-* decode: greedy generation of ``--new-tokens`` after a ``--prompt``-token prompt (new tokens/s);
-* peak RSS of each worker process;
+Default run (the short workload):
 
-and the ratios arcee_np / transformers. Needs the ``golden`` extra (torch + transformers).
+* prefill: one 1 x ``--prefill`` forward, logits of the last row only on every side (tokens/s);
+* decode: greedy generation of ``--new-tokens`` after a ``--prompt``-token prompt (new tokens/s), plus a
+  bare chain of NumPy matrix-vector products over the same weight matrices: the memory-bandwidth
+  ceiling of a decode step on this machine.
 
-    python scripts/bench.py                  # the 125M model, 2 threads
-    python scripts/bench.py --repeats 10 --json bench.json
+``--long``: prefill at each of ``--lengths`` (512, 2048, 8192, 16384) in a fresh process per side and
+length, so that each peak RSS belongs to one length (transformers eager only up to ``--eager-max``, its
+[H, T, T] scores growing with the square of T), and decode of ``--new-tokens`` tokens after an
+``--decode-cache``-token prefill (8192). ``--plot FILE`` draws time and peak memory against length.
+
+    pip install -e ".[golden]"                          # torch==2.13.0 (CPU) + transformers==5.24.0
+    python scripts/bench.py --repeats 5 --json bench.json
+    python scripts/bench.py --long --plot docs/images/long_context.png --json long.json
 """
 
 from __future__ import annotations
@@ -19,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,63 +35,117 @@ import tempfile
 import time
 
 SHAPE_125M = dict(vocab_size=32000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                  num_key_value_heads=4, intermediate_size=3072, max_position_embeddings=2048,
+                  num_key_value_heads=4, intermediate_size=3072, max_position_embeddings=16384,
                   bos_token_id=1, eos_token_id=2)
+SIDES = ("arcee_np", "transformers-sdpa", "transformers-eager")
+
+
+def peak_rss_mib() -> float:
+    """VmHWM of this process (its peak resident memory) in MiB."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
 
 
 # ---------------------------------------------------------------------------------------------- workers
-def _arcee_worker(path):
-    import numpy as np
-    from arcee_np import ArceeForCausalLM
+class ArceeSide:
+    def __init__(self, path):
+        import numpy as np
 
-    model = ArceeForCausalLM.from_pretrained(path)
+        from arcee_np import ArceeForCausalLM, KVCache
 
-    def prefill(ids):
-        model(np.asarray(ids), use_cache=False, logits_to_keep=1)
+        self.np, self.KVCache = np, KVCache
+        self.model = ArceeForCausalLM.from_pretrained(path)
 
-    def decode(ids, new_tokens):
-        return model.generate(np.asarray(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                              do_sample=False)[0, len(ids[0]):].tolist()
+    def prefill(self, ids):
+        self.model(self.np.asarray(ids), use_cache=False, logits_to_keep=1)
 
-    return prefill, decode
-
-
-def _transformers_worker(path, threads):
-    import torch
-    from transformers import ArceeForCausalLM
-
-    torch.set_num_threads(threads)
-    model = ArceeForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
-
-    @torch.inference_mode()
-    def prefill(ids):
-        model(torch.tensor(ids), use_cache=False, logits_to_keep=1)
-
-    @torch.inference_mode()
-    def decode(ids, new_tokens):
-        out = model.generate(torch.tensor(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                             do_sample=False, pad_token_id=0)
+    def generate(self, ids, new_tokens):
+        out = self.model.generate(self.np.asarray(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                  do_sample=False)
         return out[0, len(ids[0]):].tolist()
 
-    return prefill, decode
+    def decode_after(self, ids, new_tokens):
+        """Prefill ``ids`` into a cache, then time ``new_tokens`` greedy steps; returns (seconds, tokens)."""
+        np, model = self.np, self.model
+        cache = self.KVCache(model.config.num_hidden_layers, max_length=len(ids[0]) + new_tokens)
+        logits = model(np.asarray(ids), past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        tokens, start = [], time.perf_counter()
+        for _ in range(new_tokens):
+            token = int(np.argmax(logits[0, -1]))
+            tokens.append(token)
+            logits = model(np.asarray([[token]]), past_key_values=cache, use_cache=True).logits
+        return time.perf_counter() - start, tokens
+
+
+class TransformersSide:
+    def __init__(self, path, threads, implementation):
+        import torch
+        from transformers import ArceeForCausalLM
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = ArceeForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                      attn_implementation=implementation).eval()
+
+    def prefill(self, ids):
+        with self.torch.inference_mode():
+            self.model(self.torch.tensor(ids), use_cache=False, logits_to_keep=1)
+
+    def generate(self, ids, new_tokens):
+        with self.torch.inference_mode():
+            out = self.model.generate(self.torch.tensor(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                      do_sample=False, pad_token_id=0)
+        return out[0, len(ids[0]):].tolist()
+
+    def decode_after(self, ids, new_tokens):
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(torch.tensor(ids), use_cache=True, logits_to_keep=1)
+            cache, logits = out.past_key_values, out.logits
+            tokens, start = [], time.perf_counter()
+            for _ in range(new_tokens):
+                token = int(torch.argmax(logits[0, -1]))
+                tokens.append(token)
+                out = self.model(torch.tensor([[token]]), cache=cache, use_cache=True)
+                cache, logits = out.past_key_values, out.logits
+            return time.perf_counter() - start, tokens
+
+
+def gemv_chain_step_seconds(path, repeats=20):
+    """One decode step's matrix-vector products over the checkpoint's matrices, back to back (median)."""
+    import numpy as np
+
+    from arcee_np.io.checkpoint import read_checkpoint
+
+    matrices = [w for name, w in read_checkpoint(path).items() if w.ndim == 2 and "embed_tokens" not in name]
+    x = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for w in matrices:
+            x[w.shape[1]] @ w.T
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def worker_main(side, path, threads):
     """Serve timing requests on stdin: one JSON line in, one JSON line out."""
-    prefill, decode = _arcee_worker(path) if side == "arcee_np" else _transformers_worker(path, threads)
+    runner = ArceeSide(path) if side == "arcee_np" else TransformersSide(path, threads, side.split("-")[1])
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
+        start = time.perf_counter()
         if request["op"] == "prefill":
-            start = time.perf_counter()
-            prefill(request["ids"])
+            runner.prefill(request["ids"])
             reply = {"seconds": time.perf_counter() - start}
-        elif request["op"] == "decode":
-            start = time.perf_counter()
-            tokens = decode(request["ids"], request["new_tokens"])
+        elif request["op"] == "generate":
+            tokens = runner.generate(request["ids"], request["new_tokens"])
             reply = {"seconds": time.perf_counter() - start, "tokens": tokens}
+        elif request["op"] == "decode_after":
+            seconds, tokens = runner.decode_after(request["ids"], request["new_tokens"])
+            reply = {"seconds": seconds, "tokens": tokens}
         else:
-            reply = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            reply = {"peak_rss_mib": peak_rss_mib()}
         print(json.dumps(reply), flush=True)
 
 
@@ -103,8 +165,10 @@ class Worker:
         return json.loads(self.proc.stdout.readline())
 
     def close(self):
+        rss = self.ask(op="rss")["peak_rss_mib"]
         self.proc.stdin.close()
         self.proc.wait()
+        return rss
 
 
 def make_checkpoint(path, seed=0):
@@ -113,13 +177,118 @@ def make_checkpoint(path, seed=0):
     ArceeForCausalLM.from_config(ArceeConfig(**SHAPE_125M), seed=seed).save_pretrained(path)
 
 
+def random_ids(length, seed):
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(3, SHAPE_125M["vocab_size"], (1, length)).tolist()
+
+
+def timed(workers, repeats, **request):
+    """Each worker answers ``request`` once to warm up, then ``repeats`` times, the workers taking turns."""
+    for w in workers:
+        w.ask(**request)
+    seconds = {w.side: [] for w in workers}
+    for _ in range(repeats):
+        for w in workers:
+            seconds[w.side].append(w.ask(**request)["seconds"])
+    return {side: statistics.median(s) for side, s in seconds.items()}
+
+
+def short_run(path, args):
+    """Prefill 1 x --prefill and greedy decode --prompt + --new-tokens on every side, one worker each."""
+    workers = [Worker(side, path, args.threads) for side in ("arcee_np", "transformers-sdpa", "transformers-eager")]
+    prefill = timed(workers, args.repeats, op="prefill", ids=random_ids(args.prefill, 0))
+    prompt = random_ids(args.prompt, 1)
+    decode = timed(workers, args.repeats, op="generate", ids=prompt, new_tokens=args.new_tokens)
+    tokens = {w.side: w.ask(op="generate", ids=prompt, new_tokens=args.new_tokens)["tokens"] for w in workers}
+    rss = {w.side: w.close() for w in workers}
+    results = {side: {"prefill_tok_s": args.prefill / prefill[side], "decode_tok_s": args.new_tokens / decode[side],
+                      "peak_rss_mib": rss[side]} for side in rss}
+    results["gemv_chain_tok_s"] = 1.0 / gemv_chain_step_seconds(path)
+    results["same_greedy_tokens"] = len({tuple(t) for t in tokens.values()}) == 1
+    print(f"{'':20}{'prefill 1x' + str(args.prefill) + ' tok/s':>22}{'decode tok/s':>16}{'peak RSS MiB':>15}")
+    for side in rss:
+        r = results[side]
+        print(f"{side:20}{r['prefill_tok_s']:22.1f}{r['decode_tok_s']:16.1f}{r['peak_rss_mib']:15.0f}")
+    for side in ("transformers-sdpa", "transformers-eager"):
+        ours, theirs = results["arcee_np"], results[side]
+        print(f"{'ratio vs ' + side.split('-')[1]:20}{ours['prefill_tok_s'] / theirs['prefill_tok_s']:22.2f}"
+              f"{ours['decode_tok_s'] / theirs['decode_tok_s']:16.2f}")
+    print(f"bare chain of NumPy matrix-vector products over the weights: {results['gemv_chain_tok_s']:.1f} steps/s")
+    print(f"greedy tokens identical on every side: {results['same_greedy_tokens']}")
+    return results
+
+
+def long_run(path, args):
+    """Prefill at each length, a fresh worker per side and length; then decode after a long prefill."""
+    results = {"prefill": [], "decode": {}}
+    print(f"{'T':>6} {'side':20} {'tok/s':>9} {'peak RSS MiB':>13}")
+    for length in args.lengths:
+        sides = [s for s in SIDES if s != "transformers-eager" or length <= args.eager_max]
+        workers = [Worker(side, path, args.threads) for side in sides]
+        seconds = timed(workers, args.repeats, op="prefill", ids=random_ids(length, length))
+        for w in workers:
+            row = {"length": length, "side": w.side, "tok_s": length / seconds[w.side], "peak_rss_mib": w.close()}
+            results["prefill"].append(row)
+            print(f"{length:6d} {w.side:20} {row['tok_s']:9.1f} {row['peak_rss_mib']:13.0f}", flush=True)
+    workers = [Worker(side, path, args.threads) for side in ("arcee_np", "transformers-sdpa")]
+    prompt = random_ids(args.decode_cache, 7)
+    seconds = timed(workers, args.repeats, op="decode_after", ids=prompt, new_tokens=args.new_tokens)
+    for w in workers:
+        results["decode"][w.side] = {"tok_s": args.new_tokens / seconds[w.side], "peak_rss_mib": w.close()}
+        print(f"decode {args.new_tokens} tokens after a {args.decode_cache}-token prefill, {w.side}: "
+              f"{results['decode'][w.side]['tok_s']:.1f} tok/s")
+    by = {(r["length"], r["side"]): r for r in results["prefill"]}
+    for length in args.lengths:
+        ours, sdpa = by[(length, "arcee_np")], by[(length, "transformers-sdpa")]
+        print(f"T={length}: arcee_np / sdpa {ours['tok_s'] / sdpa['tok_s']:.2f}x tok/s, "
+              f"{ours['peak_rss_mib'] / sdpa['peak_rss_mib']:.2f}x peak RSS")
+    decode = results["decode"]
+    print(f"decode: arcee_np / sdpa {decode['arcee_np']['tok_s'] / decode['transformers-sdpa']['tok_s']:.2f}x")
+    if args.plot:
+        plot(results, args.plot)
+    return results
+
+
+def plot(results, file):
+    """Prefill time and peak memory against the prompt length, one line per side (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for side in SIDES:
+        rows = [r for r in results["prefill"] if r["side"] == side]
+        lengths = [r["length"] for r in rows]
+        left.plot(lengths, [r["length"] / r["tok_s"] for r in rows], marker="o", label=side)
+        right.plot(lengths, [r["peak_rss_mib"] / 1024 for r in rows], marker="o", label=side)
+    for axis, label in ((left, "prefill time (s)"), (right, "peak RSS (GiB)")):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("prompt length T (tokens)")
+        axis.set_ylabel(label)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    left.set_title("prefill of 1 x T, 125M model, float32")
+    right.set_title("peak memory of the process")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
+    fig.savefig(file)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--prefill", type=int, default=512, help="prefill length (batch 1)")
-    parser.add_argument("--prompt", type=int, default=16, help="decode prompt length")
+    parser.add_argument("--prefill", type=int, default=512, help="prefill length of the short run (batch 1)")
+    parser.add_argument("--prompt", type=int, default=16, help="decode prompt length of the short run")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--long", action="store_true", help="the long-context run instead of the short one")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192, 16384])
+    parser.add_argument("--eager-max", type=int, default=4096, help="longest prefill run with transformers eager")
+    parser.add_argument("--decode-cache", type=int, default=8192, help="prefill before the long decode")
+    parser.add_argument("--plot", help="with --long: save a picture of time and memory against length")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -127,44 +296,13 @@ def main(argv=None):
     if args.worker:
         return worker_main(args.worker, args.path, args.threads)
 
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    prefill_ids = rng.integers(3, SHAPE_125M["vocab_size"], (1, args.prefill)).tolist()
-    prompt_ids = rng.integers(3, SHAPE_125M["vocab_size"], (1, args.prompt)).tolist()
+    with open("/proc/cpuinfo") as fh:
+        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown CPU")
+    print(f"125M Arcee, float32, {args.threads} threads, medians of {args.repeats}; {cpu}")
     with tempfile.TemporaryDirectory() as path:
         make_checkpoint(path)
-        workers = [Worker("arcee_np", path, args.threads), Worker("transformers", path, args.threads)]
-        times = {w.side: {"prefill": [], "decode": []} for w in workers}
-        tokens = {}
-        for w in workers:  # warm-up
-            w.ask(op="prefill", ids=prefill_ids)
-            tokens[w.side] = w.ask(op="decode", ids=prompt_ids, new_tokens=args.new_tokens)["tokens"]
-        for _ in range(args.repeats):
-            for w in workers:
-                times[w.side]["prefill"].append(w.ask(op="prefill", ids=prefill_ids)["seconds"])
-            for w in reversed(workers):
-                times[w.side]["decode"].append(w.ask(op="decode", ids=prompt_ids,
-                                                     new_tokens=args.new_tokens)["seconds"])
-        rss = {w.side: w.ask(op="rss")["peak_rss_mib"] for w in workers}
-        for w in workers:
-            w.close()
-
-    results = {"config": SHAPE_125M, "args": vars(args), "same_greedy_tokens": tokens["arcee_np"] == tokens["transformers"]}
-    for side, t in times.items():
-        results[side] = {"prefill_tok_s": args.prefill / statistics.median(t["prefill"]),
-                         "decode_tok_s": args.new_tokens / statistics.median(t["decode"]),
-                         "peak_rss_mib": rss[side]}
-    ours, theirs = results["arcee_np"], results["transformers"]
-    results["ratio"] = {"prefill": ours["prefill_tok_s"] / theirs["prefill_tok_s"],
-                        "decode": ours["decode_tok_s"] / theirs["decode_tok_s"]}
-    print(f"125M Arcee, float32, {args.threads} threads, medians of {args.repeats}")
-    print(f"{'':14}{'prefill 1x' + str(args.prefill) + ' tok/s':>22}{'decode tok/s':>16}{'peak RSS MiB':>15}")
-    for side in ("arcee_np", "transformers"):
-        r = results[side]
-        print(f"{side:14}{r['prefill_tok_s']:22.1f}{r['decode_tok_s']:16.1f}{r['peak_rss_mib']:15.0f}")
-    print(f"{'ratio':14}{results['ratio']['prefill']:22.2f}{results['ratio']['decode']:16.2f}")
-    print(f"greedy tokens identical: {results['same_greedy_tokens']}")
+        results = long_run(path, args) if args.long else short_run(path, args)
+    results.update(config=SHAPE_125M, args=vars(args), cpu=cpu)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

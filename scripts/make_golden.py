@@ -90,6 +90,10 @@ TOL_FLOAT32 = 1e-4
 TOL_FLOAT64_PLAIN = 1e-6
 TOL_FLOAT64_LIFTED = 1e-9
 TOL_FLOAT16 = 1e-2
+# bfloat16 on these tiny layers: transformers and arcee_np both multiply in float32 and round once, and sum
+# the products in the same order, so they agree bit for bit; one bfloat16 ulp (2**-7 relative) is allowed
+# so that a different BLAS summation order (a 1-ulp flip) does not fail, while a misplaced rounding does.
+TOL_BFLOAT16 = [1e-3, 2.0**-7]
 # gradients: |ours - transformers| <= atol + rtol * |transformers| elementwise (docs/numerics.md gives the measured gaps)
 TOL_GRAD_FLOAT32 = (1e-5, 1e-4)
 TOL_GRAD_FLOAT64_LIFTED = (1e-10, 0.0)
@@ -162,7 +166,9 @@ def run(model, inputs: dict, call: dict) -> dict:
 
 
 def save_tensors(path: Path, tensors: dict) -> None:
-    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items() if v is not None}
+    """Write tensors as safetensors; bfloat16 ones widened (exactly) to float32, which NumPy reads."""
+    tensors = {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().contiguous().clone()
+               for k, v in tensors.items() if v is not None}
     save_file(tensors, str(path))
 
 
@@ -523,9 +529,9 @@ for _act in ("gelu", "silu", "relu", "gelu_pytorch_tanh"):
     case(_act_case(_act))
 
 
-def float64_case(name, description, config, inputs_fn, call, compare, lifted_only=False):
+def float64_case(name, description, config, inputs_fn, call, compare, lifted_only=False, save_dtype=None):
     d = GOLDEN / name
-    build_and_save(name, config, d, build_dtype=torch.float64)
+    build_and_save(name, config, d, build_dtype=torch.float64, save_dtype=save_dtype)
     gen = torch.Generator().manual_seed(seed_of(name) + 1)
     model = load(d, torch.float64)
     inputs = inputs_fn(gen, model.config)
@@ -625,6 +631,51 @@ def c_float16():
                   "in float32 inside, RoPE tables float32 then cast); loose tolerance; compare valid rows",
                   make_config(), fn, call={"use_cache": False, "output_hidden_states": True},
                   dtype="float16", tol=TOL_FLOAT16, compare="mask", save_dtype=torch.float16)
+
+
+@case
+def c_bfloat16():
+    def fn(gen, cfg):
+        T = 7
+        return {"input_ids": random_ids(gen, (2, T), cfg.vocab_size), "attention_mask": right_mask([7, 5], T)}
+    standard_case("bfloat16", "weights saved bfloat16, transformers run in bfloat16 on the CPU (products in float32 "
+                  "rounded once, RMSNorm and softmax in float32 inside, RoPE tables float32 then cast, every "
+                  "elementwise step rounded to bfloat16); GQA, right padding, hidden states and the cache; compare "
+                  "valid rows", make_config(), fn, call={"use_cache": True, "output_hidden_states": True},
+                  dtype="bfloat16", tol=TOL_BFLOAT16, compare="mask", save_dtype=torch.bfloat16)
+
+
+@case
+def c_bfloat16_from_float32():
+    standard_case("bfloat16_from_float32", "weights saved float32, loaded with dtype=bfloat16 (rounded once at "
+                  "load), with q/k/v/o and MLP biases, YaRN with explicit parameters and tied embeddings",
+                  make_config(attention_bias=True, mlp_bias=True, tie_word_embeddings=True,
+                              rope_parameters=dict(YARN_EXPLICIT)),
+                  plain_inputs(2, 9), call={"use_cache": False}, dtype="bfloat16", tol=TOL_BFLOAT16)
+
+
+@case
+def c_float16_from_bfloat16():
+    standard_case("float16_from_bfloat16", "weights saved bfloat16, loaded with dtype=float16 (rounded once at load: "
+                  "bfloat16 values below float16's normal range lose bits), MQA", make_config(num_key_value_heads=1),
+                  plain_inputs(2, 8), call={"use_cache": False, "output_hidden_states": True}, dtype="float16",
+                  tol=TOL_FLOAT16, save_dtype=torch.bfloat16)
+
+
+@case
+def c_float16_checkpoint():
+    standard_case("float16_checkpoint", "weights saved float16, loaded with dtype=float32 (widened exactly)",
+                  make_config(), plain_inputs(2, 6), call={"use_cache": False, "output_hidden_states": True},
+                  save_dtype=torch.float16)
+
+
+@case
+def c_float64_from_bfloat16():
+    def fn(gen, cfg):
+        return {"input_ids": random_ids(gen, (2, 8), cfg.vocab_size)}
+    float64_case("float64_from_bfloat16", "weights saved bfloat16, golden mode (dtype=float64: widened exactly); "
+                 "plain (1e-6) and lifted (1e-9) expectations", make_config(), fn,
+                 call={"use_cache": False, "output_hidden_states": True}, compare="all", save_dtype=torch.bfloat16)
 
 
 # --------------------------------------------------------------------------------------------------

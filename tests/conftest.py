@@ -1,4 +1,8 @@
-"""Shared fixtures: small random Arcee models (norm weights and biases perturbed so they matter)."""
+"""Shared fixtures: small random Arcee models (norm weights and biases perturbed so they matter), and tiny
+attention tiles."""
+
+import contextlib
+import importlib
 
 import numpy as np
 import pytest
@@ -39,3 +43,16 @@ def model():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@contextlib.contextmanager
+def small_attention_tiles(queries: int = 3, keys: int = 5):
+    """Run tiled attention with tiny tiles (``queries`` x ``keys``), so that the small test models' steps,
+    which would fit one tile (and run eager), go through the online softmax over many tiles."""
+    module = importlib.import_module("arcee_np.blocks.tiled_attention")
+    saved = module.SCORE_TILE_ELEMENTS, module.QUERY_TILE, module.MIN_KEY_TILE
+    module.SCORE_TILE_ELEMENTS, module.QUERY_TILE, module.MIN_KEY_TILE = 1, queries, keys
+    try:
+        yield
+    finally:
+        module.SCORE_TILE_ELEMENTS, module.QUERY_TILE, module.MIN_KEY_TILE = saved

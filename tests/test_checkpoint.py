@@ -4,6 +4,7 @@ import json
 import os
 import struct
 
+import ml_dtypes
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -31,14 +32,15 @@ def test_float32_tensors_are_memory_mapped_not_copied(tmp_path, model):
     assert isinstance(weight.base, (memoryview, np.ndarray)) or weight.base is not None
 
 
-def test_bfloat16_is_widened_exactly(tmp_path):
+def test_bfloat16_is_read_in_place_and_widens_exactly(tmp_path):
     values = np.array([1.0, -2.5, 3.140625, 2.0**-66, 65280.0], dtype=np.float32)  # all representable in bf16
     raw = (values.view(np.uint32) >> 16).astype(np.uint16)
     header = json.dumps({"w": {"dtype": "BF16", "shape": [5], "data_offsets": [0, 10]}}).encode()
     header += b" " * (-len(header) % 8)
     (tmp_path / "bf16.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + raw.tobytes())
     read = read_safetensors(tmp_path / "bf16.safetensors")["w"]
-    assert read.dtype == np.float32 and np.array_equal(read, values)
+    assert read.dtype == ml_dtypes.bfloat16 and not read.flags.owndata  # the stored dtype, a view of the file
+    assert np.array_equal(read.astype(np.float32), values)
 
 
 def test_sharded_save_and_load_round_trip(tmp_path, model, rng):
@@ -109,18 +111,24 @@ def test_pickle_checkpoints_are_refused(tmp_path, model):
         ArceeForCausalLM.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float16"])
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
 def test_dtype_modes_convert_weights(tmp_path, model, dtype):
+    """Vectors take the model's dtype; matrices its compute dtype when widened at load (float64 in golden
+    mode, float32 for the products of the 16-bit modes); the outputs and the state dict the model's dtype."""
     model.save_pretrained(tmp_path)
-    loaded = ArceeForCausalLM.from_pretrained(tmp_path, dtype=dtype)
-    assert all(str(v.dtype) == dtype for v in loaded.params.values())
+    loaded = ArceeForCausalLM.from_pretrained(tmp_path, dtype=dtype, widen="at_load")
+    compute = "float64" if dtype == "float64" else "float32"
+    assert all(str(v.dtype) == (dtype if v.ndim == 1 else compute) for v in loaded.params.values())
+    assert all(str(v.dtype) == dtype for v in loaded.state_dict().values())
     out = loaded(np.array([[1, 2, 3]]))
     assert str(out.logits.dtype) == dtype
 
 
 def test_bad_dtype_and_device(tmp_path, model):
     model.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="unknown dtype 'bfloat16'"):
-        ArceeForCausalLM.from_pretrained(tmp_path, dtype="bfloat16")
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        ArceeForCausalLM.from_pretrained(tmp_path, dtype="float8")
+    with pytest.raises(ValueError, match='dtype="bfloat16" is not available on device="array_api_strict"'):
+        ArceeForCausalLM.from_pretrained(tmp_path, dtype="bfloat16", device="array_api_strict")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         ArceeForCausalLM.from_pretrained(tmp_path, device="tpu")

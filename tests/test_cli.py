@@ -65,6 +65,10 @@ def test_info_text_and_json(tiny, capsys):
     info = json.loads(out)
     assert info["parameters"] == params and info["weights_bytes"]["float32"] == 4 * params
     assert info["kv_cache_bytes_per_token"]["float32"] == 2 * 2 * 2 * 8 * 4  # K and V, layers, kv heads, hd
+    assert set(info["memory"]) == {"float32", "float64", "float16", "bfloat16"}
+    float32 = info["memory"]["float32"]  # a float32 file run in float32: every weight used in place
+    assert float32["mapped_bytes"] == 4 * params and float32["copied_bytes"] == 0 and float32["policy"] == "at_load"
+    assert info["memory"]["float64"]["copied_bytes"] == 8 * params
     assert info["generation_config"]["top_k"] == 40 and info["tokenizer"]["eos_token"] == "<|end_of_text|>"
 
 
@@ -96,9 +100,9 @@ def test_checkpoint_errors_are_one_line(tiny, tmp_path, capsys):
     (broken / "model.safetensors").write_bytes(b"\x00" * 4)
     code, out, err = run(capsys, "generate", "x", "--model", str(broken))
     assert code == 1 and "truncated" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "info", "--model", str(broken), "--json")  # info reads the headers too
+    assert code == 1 and "truncated" in err and len(err.strip().splitlines()) == 1
     (broken / "tokenizer.json").unlink()
-    code, _, err = run(capsys, "info", "--model", str(broken), "--json")
-    assert code == 0
     code, _, err = run(capsys, "generate", "x", "--model", str(broken))
     assert code == 1 and "tokenizer.json" in err
 

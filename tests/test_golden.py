@@ -11,6 +11,7 @@ RMSNorm and one decoder layer against ``tests/golden/blocks/``. A few cases also
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from arcee_np import ArceeConfig, ArceeForCausalLM, ArceeModel
 from arcee_np.backend import namespace_for_device, to_device, to_numpy
 from arcee_np.blocks import rms_norm, rope_cos_sin, rope_frequencies
 from arcee_np.model import decoder_layer
+
+from conftest import small_attention_tiles
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 META = json.loads((GOLDEN / "meta.json").read_text())
@@ -58,8 +61,9 @@ def _valid_rows(array: np.ndarray, key: str, mask: np.ndarray | None) -> np.ndar
     return array[mask[:, -array.shape[1]:]]
 
 
-def assert_close(actual, expected, key: str, tol: float, mask=None, where: str = "") -> float:
-    """Max abs error of ``actual`` vs ``expected`` over the compared entries; fails above ``tol``.
+def assert_close(actual, expected, key: str, tol, mask=None, where: str = "") -> float:
+    """Max abs error of ``actual`` vs ``expected`` over the compared entries; fails where it exceeds ``tol``:
+    a number (max abs) or ``[atol, rtol]`` (``|a - e| <= atol + rtol * |e|`` elementwise).
 
     key: the fixture name of the tensor (``logits``, ``attentions.0``, ``past_key_values.1.keys`` ...),
     which decides the axis ``mask`` applies to; where: context for the message.
@@ -70,8 +74,10 @@ def assert_close(actual, expected, key: str, tol: float, mask=None, where: str =
     a = _valid_rows(actual.astype(np.float64), key, mask)
     e = _valid_rows(expected.astype(np.float64), key, mask)
     assert np.isfinite(e).all(), f"{label}: the golden tensor has non-finite compared entries"
-    err = float(np.max(np.abs(a - e))) if a.size else 0.0
-    assert err <= tol, f"{label}: max abs error {err:.3g} > tolerance {tol:g}"
+    atol, rtol = (tol, 0.0) if np.isscalar(tol) else tol
+    diff = np.abs(a - e)
+    err = float(np.max(diff)) if a.size else 0.0
+    assert (diff <= atol + rtol * np.abs(e)).all(), f"{label}: max abs error {err:.3g} > tolerance {tol}"
     return err
 
 
@@ -118,14 +124,29 @@ def test_meta_lists_every_case_folder():
     assert META["transformers"] and META["torch"]
 
 
+# Every whole-model case runs under each way of holding the weights (widened at load, or kept in their
+# stored dtype and widened tile by tile per use) and with both attention implementations: tiled, the
+# default (whose steps on these tiny models fit one tile and so run eager), tiled with tiles of 3 queries
+# and 5 keys (the online softmax over many tiles), and eager. Each must meet transformers' numbers.
+VARIANTS = {"at_load": {"widen": "at_load"}, "per_use": {"widen": "per_use"},
+            "small_tiles": {"widen": "at_load", "attn_implementation": "tiled"},
+            "eager": {"widen": "at_load", "attn_implementation": "eager"}}
+
+
+def tiles_of(variant):
+    """The attention tiles a variant runs with (tiny ones for "small_tiles", else the defaults)."""
+    return small_attention_tiles() if variant == "small_tiles" else contextlib.nullcontext()
+
+
 @pytest.fixture(scope="module")
 def loaded():
     cache = {}
 
-    def get(name: str, device: str = "cpu"):
-        key = (name, device)
+    def get(name: str, device: str = "cpu", variant: str = "at_load"):
+        key = (name, device, variant)
         if key not in cache:
-            cache[key] = ArceeForCausalLM.from_pretrained(GOLDEN / name, dtype=_case(name)["dtype"], device=device)
+            cache[key] = ArceeForCausalLM.from_pretrained(GOLDEN / name, dtype=_case(name)["dtype"], device=device,
+                                                          **VARIANTS[variant])
         return cache[key]
 
     return get
@@ -137,23 +158,30 @@ def run_case(model, name: str) -> dict:
     return flatten(out)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name,expectation", EXPECTATIONS, ids=[f"{c}-{f.split('.')[0]}" for c, f in EXPECTATIONS])
-def test_case(name, expectation, loaded):
+def test_case(name, expectation, variant, loaded):
     case = _case(name)
     spec = case["expectations"][expectation]
     inputs = _inputs(name)
     mask = inputs.get("attention_mask") if case["compare"] == "mask" else None
-    flat = run_case(loaded(name), name)
+    with tiles_of(variant):
+        flat = run_case(loaded(name, variant=variant), name)
     expected = load_file(str(GOLDEN / name / expectation))
     assert set(spec["tensors"]) == set(expected)
     compare_all(flat, expected, spec["tolerance"], mask, f"{name}/{expectation}")
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", STEPPED)
-def test_kv_cache_steps(name, loaded):
+def test_kv_cache_steps(name, variant, loaded):
     """Prefill + single-token decode steps with arcee_np's cache, each step against transformers."""
+    with tiles_of(variant):
+        kv_cache_steps(name, loaded(name, variant=variant))
+
+
+def kv_cache_steps(name, model):
     case = _case(name)
-    model = loaded(name)
     inputs = _inputs(name)
     expected = load_file(str(GOLDEN / name / "expected.safetensors"))
     tol = case["expectations"]["expected.safetensors"]["tolerance"]
@@ -205,15 +233,17 @@ def test_sharded_case_is_sharded():
 
 # ------------------------------------------------------------------------------------------ array_api_strict
 
-STRICT_CASES = ["biases", "left_padding", "yarn_explicit", "labels", "float64"]
+STRICT_CASES = ["biases", "left_padding", "yarn_explicit", "labels", "float64", "float64_from_bfloat16"]
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", STRICT_CASES)
-def test_array_api_strict_same_numbers(name, loaded):
+def test_array_api_strict_same_numbers(name, variant, loaded):
     pytest.importorskip("array_api_strict")
     case = _case(name)
-    numpy_flat = run_case(loaded(name), name)
-    strict_flat = run_case(loaded(name, "array_api_strict"), name)
+    with tiles_of(variant):
+        numpy_flat = run_case(loaded(name, "cpu", variant), name)
+        strict_flat = run_case(loaded(name, "array_api_strict", variant), name)
     assert set(strict_flat) == set(numpy_flat)
     tight = 1e-12 if case["dtype"] == "float64" else 1e-6
     for key, value in numpy_flat.items():
@@ -322,17 +352,15 @@ DL_T = load_file(str(GOLDEN / "blocks" / "decoder_layer.safetensors"))
 @pytest.mark.parametrize("mask_kind", ["4d", "2d"])
 def test_decoder_layer_block(mask_kind):
     """One decoder layer through arcee_np's block functions, with transformers' cos/sin and eager mask."""
-    from arcee_np.model import attention_mask_for
+    from arcee_np.model import step_mask
     from arcee_np.trace import trace
 
     config = ArceeConfig.from_dict(DL["config"])
     params = {f"layers.0.{k[len('weights.'):]}": v for k, v in DL_T.items() if k.startswith("weights.")}
     h = DL_T["hidden_states"]
-    if mask_kind == "4d":
-        mask = DL_T["causal_mask"]
-    else:
-        mask = to_numpy(attention_mask_for(h, DL_T["attention_mask"], DL_T["position_ids"], 0, False))
-        np.testing.assert_array_equal(mask, DL_T["causal_mask"])
+    mask = step_mask(h, DL_T["causal_mask"] if mask_kind == "4d" else DL_T["attention_mask"], DL_T["position_ids"],
+                     0, False)
+    np.testing.assert_array_equal(to_numpy(mask.additive()), DL_T["causal_mask"])
     with trace("layers.0.*") as t:
         out, probs = decoder_layer(h, params, 0, config, DL_T["cos"], DL_T["sin"], mask, None)
     valid = DL_T["attention_mask"]

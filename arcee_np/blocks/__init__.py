@@ -17,8 +17,10 @@ from .losses import (IGNORE_INDEX, bce_with_logits, bce_with_logits_backward, ca
                      question_answering_loss, question_answering_loss_backward, sequence_classification_loss,
                      sequence_classification_loss_backward, token_classification_loss,
                      token_classification_loss_backward)
-from .mask import causal_padding_mask, packed_causal_mask, packed_segments
+from .mask import additive, allowed, causal_padding_mask, packed_causal_mask, packed_segments
 from .mlp import mlp, mlp_backward
+from .precision import matmul, product_dtype
 from .rms_norm import rms_norm, rms_norm_backward
 from .rope import (apply_rope, apply_rope_backward, default_inv_freq, rope_cos_sin, rope_frequencies, rotate_half,
                    yarn_attention_factor, yarn_correction_range, yarn_inv_freq, yarn_mscale)
+from .tiled_attention import tile_sizes, tiled_attention

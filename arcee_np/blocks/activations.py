@@ -1,8 +1,13 @@
-"""The activations transformers' ACT2FN gives Arcee configs: relu2 (AFM's), relu, silu, gelu, gelu_pytorch_tanh."""
+"""The activations transformers' ACT2FN gives Arcee configs: relu2 (AFM's), relu, silu, gelu, gelu_pytorch_tanh.
+
+For float16/bfloat16 inputs, silu and the gelus are evaluated in float32 and rounded once, as torch's
+kernels do; relu is exact in any dtype and relu2 rounds once, in its square.
+"""
 
 import math
 
 from .namespace import array_namespace
+from .precision import product_dtype
 
 _ERF_TERMS = 100  # enough for float64 accuracy (~2e-15) over |x| <= 6; erf(6) is 1 to float64 precision
 
@@ -20,10 +25,19 @@ def relu(x):
     return xp.maximum(x, xp.zeros((), dtype=x.dtype))
 
 
+def _in_float32(function, x):
+    """``function(x)`` evaluated in float32 for float16/bfloat16 ``x`` and rounded once to x's dtype."""
+    xp = array_namespace(x)
+    work = product_dtype(xp, x.dtype)
+    if work == x.dtype:
+        return function(x)
+    return xp.astype(function(xp.astype(x, work)), x.dtype)
+
+
 def silu(x):
     """``x * sigmoid(x) = x / (1 + exp(-x))``. x: any shape."""
     xp = array_namespace(x)
-    return x / (1.0 + xp.exp(-x))
+    return _in_float32(lambda v: v / (1.0 + xp.exp(-v)), x)
 
 
 def erf(x):
@@ -45,13 +59,13 @@ def erf(x):
 
 def gelu(x):
     """Exact GELU: ``x * (1 + erf(x / sqrt(2))) / 2`` (transformers' ``"gelu"``). x: any shape."""
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+    return _in_float32(lambda v: 0.5 * v * (1.0 + erf(v / math.sqrt(2.0))), x)
 
 
 def gelu_pytorch_tanh(x):
     """Tanh GELU: ``x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) / 2``. x: any shape."""
     xp = array_namespace(x)
-    return 0.5 * x * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+    return _in_float32(lambda v: 0.5 * v * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v * v * v))), x)
 
 
 ACTIVATIONS = {

@@ -1,6 +1,7 @@
 """Scaled dot-product attention with grouped KV heads (MHA, GQA, MQA), as transformers' eager path."""
 
 from .namespace import array_namespace
+from .precision import as_dtype, matmul, product_dtype
 
 
 def softmax(scores, axis=-1):
@@ -10,7 +11,7 @@ def softmax(scores, axis=-1):
     back. scores: any shape. Returns the same shape.
     """
     xp = array_namespace(scores)
-    work = scores if scores.dtype == xp.float64 else xp.astype(scores, xp.float32, copy=False)
+    work = scores if scores.dtype == xp.float64 else as_dtype(scores, xp.float32)
     shifted = work - xp.max(work, axis=axis, keepdims=True)
     weights = xp.exp(shifted)
     return weights / xp.sum(weights, axis=axis, keepdims=True)
@@ -31,6 +32,9 @@ def repeat_kv(x, n_rep):
 def attention_scores(q, k, scaling):
     """``q k^T * scaling`` per head; query head ``n`` uses KV head ``n // (H / KV)``.
 
+    For float16/bfloat16 the product runs in float32 and is rounded, then scaled in float32 (the scale
+    itself is not rounded to 16 bits) and rounded again, as torch does.
+
     The ``H / KV`` query heads of a group are stacked and multiplied with their shared KV head at once,
     which gives the same dot products as transformers' repeat_kv without copying K.
 
@@ -40,7 +44,9 @@ def attention_scores(q, k, scaling):
     batch, heads, length, head_dim = q.shape
     kv_heads = k.shape[1]
     grouped = xp.reshape(q, (batch, kv_heads, heads // kv_heads * length, head_dim))  # [B, KV, n_rep*T, hd]
-    scores = (grouped @ xp.matrix_transpose(k)) * scaling  # [B, KV, n_rep*T, S]
+    scores = matmul(grouped, xp.matrix_transpose(k))  # [B, KV, n_rep*T, S]
+    work = product_dtype(xp, scores.dtype)
+    scores = as_dtype(as_dtype(scores, work) * scaling, scores.dtype)
     return xp.reshape(scores, (batch, heads, length, k.shape[2]))
 
 
@@ -52,7 +58,7 @@ def attention_probs(scores, mask, dtype):
     xp = array_namespace(scores)
     if mask is not None:
         scores = scores + mask
-    return xp.astype(softmax(scores), dtype, copy=False)
+    return as_dtype(softmax(scores), dtype)
 
 
 def attention_output(probs, v):
@@ -64,7 +70,7 @@ def attention_output(probs, v):
     batch, heads, length, key_length = probs.shape
     kv_heads, head_dim = v.shape[1], v.shape[3]
     grouped = xp.reshape(probs, (batch, kv_heads, heads // kv_heads * length, key_length))  # [B, KV, n_rep*T, S]
-    out = xp.reshape(grouped @ v, (batch, heads, length, head_dim))  # [B, H, T, hd]
+    out = xp.reshape(matmul(grouped, v), (batch, heads, length, head_dim))  # [B, H, T, hd]
     return xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (batch, length, heads * head_dim))  # [B, T, H*hd]
 
 

@@ -1,20 +1,56 @@
-"""The linear layer of transformers (``nn.Linear``): weights stored ``[out, in]``."""
+"""The linear layer of transformers (``nn.Linear``): weights stored ``[out, in]``, in any dtype."""
 
 from .namespace import array_namespace
+from .precision import as_dtype, product_dtype
+
+# A widened row tile holds at most this many elements (2 MiB in float32): it stays in the CPU's cache
+# while the product reads it.
+ROW_TILE_ELEMENTS = 1 << 19
 
 
 def linear(x, weight, bias=None):
     """``y = x @ weight.T (+ bias)``.
 
-    x: [..., in]; weight: [out, in]; bias: [out] or None. Returns [..., out].
-    The leading axes are folded into one so the product is a single matrix multiply.
+    x: [..., in]; weight: [out, in], an array or a *stored weight* (an object with ``shape`` and
+    ``widened_rows(start, stop)``, which keeps its values in the dtype they were stored in: bfloat16,
+    float16, quantized blocks ...); bias: [out] or None. Returns [..., out] in x's dtype.
+
+    The leading axes are folded into one so the product is a single matrix multiply. For float16 and
+    bfloat16 activations it runs in float32 and the result is rounded once, as torch's CPU kernels do. A
+    stored weight is widened one tile of rows at a time (``row_tile``), so no widened copy of the whole
+    matrix is ever held.
     """
-    xp = array_namespace(x, weight)
+    xp = array_namespace(x)
     lead = x.shape[:-1]
-    y = xp.reshape(x, (-1, x.shape[-1])) @ weight.T  # [N, out]
+    work = product_dtype(xp, x.dtype)
+    rows = as_dtype(xp.reshape(x, (-1, x.shape[-1])), work)  # [N, in]
+    if hasattr(weight, "widened_rows"):
+        y = tiled_product(rows, weight)
+    else:
+        y = rows @ as_dtype(weight, work).T  # [N, out]
     if bias is not None:
-        y = y + bias
-    return xp.reshape(y, (*lead, weight.shape[0]))
+        y = y + as_dtype(bias, work)
+    return xp.reshape(as_dtype(y, x.dtype), (*lead, weight.shape[0]))
+
+
+def row_tile(columns):
+    """How many rows of a ``columns``-wide weight one widened tile holds (at least 1)."""
+    return max(1, ROW_TILE_ELEMENTS // columns)
+
+
+def tiled_product(rows, weight):
+    """``rows @ weight.T`` for a stored weight, one widened tile of weight rows (output columns) at a time.
+
+    rows: [N, in] in the compute dtype; weight: a stored weight [out, in]. Returns [N, out].
+    """
+    xp = array_namespace(rows)
+    out_features, in_features = weight.shape
+    y = xp.empty((rows.shape[0], out_features), dtype=rows.dtype)
+    step = row_tile(in_features)
+    for start in range(0, out_features, step):
+        stop = min(start + step, out_features)
+        y[:, start:stop] = rows @ weight.widened_rows(start, stop).T  # [N, stop - start]
+    return y
 
 
 def linear_backward(grad, x, weight, has_bias=False):
@@ -23,13 +59,38 @@ def linear_backward(grad, x, weight, has_bias=False):
     ``dx = grad @ weight``, ``dweight = grad^T x`` (summed over every leading position),
     ``dbias = sum of grad over the leading axes``.
 
-    grad: [..., out]; x: [..., in]; weight: [out, in]; has_bias: whether the forward added a bias.
-    Returns (dx [..., in], dweight [out, in], dbias [out] or None).
+    grad: [..., out]; x: [..., in]; weight: [out, in], an array or a stored weight (as for ``linear``);
+    has_bias: whether the forward added a bias. The products run in the compute dtype (float32 for
+    float16/bfloat16 activations, as the forward's); with a stored weight ``dx`` sums the products of
+    ``grad``'s column tiles with widened tiles of the weight's rows, so no widened copy of the matrix is held.
+    Returns (dx [..., in], dweight [out, in], dbias [out] or None), in x's dtype.
     """
     xp = array_namespace(grad, x)
-    rows = xp.reshape(grad, (-1, grad.shape[-1]))  # [N, out]
-    inputs = xp.reshape(x, (-1, x.shape[-1]))  # [N, in]
-    dx = xp.reshape(rows @ weight, (*x.shape[:-1], x.shape[-1]))
+    work = product_dtype(xp, x.dtype)
+    rows = as_dtype(xp.reshape(grad, (-1, grad.shape[-1])), work)  # [N, out]
+    inputs = as_dtype(xp.reshape(x, (-1, x.shape[-1])), work)  # [N, in]
+    if hasattr(weight, "widened_rows"):
+        dx = tiled_input_gradient(rows, weight)
+    else:
+        dx = rows @ as_dtype(weight, work)  # [N, in]
     dweight = xp.matrix_transpose(rows) @ inputs  # [out, in]
-    dbias = xp.sum(rows, axis=0) if has_bias else None
-    return dx, dweight, dbias
+    dbias = as_dtype(xp.sum(rows, axis=0), x.dtype) if has_bias else None
+    return xp.reshape(as_dtype(dx, x.dtype), x.shape), as_dtype(dweight, x.dtype), dbias
+
+
+def tiled_input_gradient(rows, weight):
+    """``rows @ weight`` for a stored weight: the sum over tiles of weight rows of ``rows[:, tile] @ tile``.
+
+    rows: [N, out] in the compute dtype; weight: a stored weight [out, in]. Returns [N, in].
+    """
+    out_features, in_features = weight.shape
+    step = row_tile(in_features)
+    total = None
+    for start in range(0, out_features, step):
+        stop = min(start + step, out_features)
+        part = rows[:, start:stop] @ weight.widened_rows(start, stop)  # [N, in]
+        if total is None:
+            total = part
+        else:
+            total += part
+    return total

@@ -1,18 +1,37 @@
-"""The additive attention mask: causal, padding, and packed sequences, as transformers builds it for eager.
+"""The attention mask: causal, padding, and packed sequences, as transformers builds it for eager.
 
 Query row ``i`` of a step sits at cache index ``q = past_length + i``; it may attend key ``k`` iff
-``k <= q`` and the key is not padding. Allowed entries are 0, masked ones the dtype's most negative
-finite number, so adding the mask to the scores and taking the softmax removes the masked keys.
+``k <= q``, the key is not padding and (packed rows) both belong to the same sequence. ``allowed`` states
+that rule for any block of queries and keys, so the eager path builds the whole ``[B, 1, T, S]`` mask from
+it and the tiled path only the tile at hand. In the additive form allowed entries are 0 and masked ones the
+dtype's most negative finite number, so adding the mask to the scores and taking the softmax removes the
+masked keys.
 """
 
 from .namespace import array_namespace
 
 
-def _additive(allowed, dtype):
-    """0 where ``allowed``, ``finfo(dtype).min`` elsewhere. allowed: bool [B, 1, T, S]."""
-    xp = array_namespace(allowed)
+def allowed(query_index, key_index, key_mask=None, query_segments=None, key_segments=None):
+    """Which (query, key) pairs attention may use: causal order, padding, packed sequences.
+
+    query_index: [Tq] cache indices of the queries; key_index: [Tk] cache indices of the keys; key_mask:
+    [B, Tk] (1/True = token, 0 = padding) or None; query_segments, key_segments: [B, Tq] and [B, Tk]
+    sequence numbers of packed rows, or None. Returns bool [B or 1, 1, Tq, Tk].
+    """
+    xp = array_namespace(query_index)
+    keep = (key_index[None, :] <= query_index[:, None])[None, None, :, :]  # [1, 1, Tq, Tk]
+    if key_mask is not None:
+        keep = keep & xp.astype(key_mask, xp.bool)[:, None, None, :]  # [B, 1, Tq, Tk]
+    if query_segments is not None:
+        keep = keep & (query_segments[:, :, None] == key_segments[:, None, :])[:, None, :, :]
+    return keep
+
+
+def additive(keep, dtype):
+    """0 where ``keep``, ``finfo(dtype).min`` elsewhere. keep: bool [B, 1, T, S]. Returns the same shape."""
+    xp = array_namespace(keep)
     zero = xp.zeros((), dtype=dtype)
-    return xp.where(allowed, zero, xp.asarray(xp.finfo(dtype).min, dtype=dtype))
+    return xp.where(keep, zero, xp.asarray(xp.finfo(dtype).min, dtype=dtype))
 
 
 def causal_padding_mask(key_mask, query_length, dtype):
@@ -26,11 +45,8 @@ def causal_padding_mask(key_mask, query_length, dtype):
     """
     xp = array_namespace(key_mask)
     key_length = key_mask.shape[1]
-    query_index = xp.arange(key_length - query_length, key_length)[:, None]  # [T, 1] cache index of each query
-    key_index = xp.arange(key_length)[None, :]  # [1, S]
-    causal = key_index <= query_index  # [T, S]
-    keep = xp.astype(key_mask, xp.bool)[:, None, None, :]  # [B, 1, 1, S]
-    return _additive(causal[None, None, :, :] & keep, dtype)
+    query_index = xp.arange(key_length - query_length, key_length)  # [T] cache index of each query
+    return additive(allowed(query_index, xp.arange(key_length), key_mask), dtype)
 
 
 def packed_segments(position_ids):
@@ -53,7 +69,5 @@ def packed_causal_mask(segments, dtype):
     segments: [B, T] from packed_segments. Returns [B, 1, T, T] in ``dtype``.
     """
     xp = array_namespace(segments)
-    length = segments.shape[1]
-    causal = xp.arange(length)[None, :] <= xp.arange(length)[:, None]  # [T, T]
-    same = segments[:, :, None] == segments[:, None, :]  # [B, T, T]
-    return _additive((causal[None, :, :] & same)[:, None, :, :], dtype)
+    index = xp.arange(segments.shape[1])
+    return additive(allowed(index, index, query_segments=segments, key_segments=segments), dtype)

@@ -1,6 +1,7 @@
 """RMSNorm, with transformers' casting points."""
 
 from .namespace import array_namespace
+from .precision import as_dtype
 
 
 def rms_norm(x, weight, eps):
@@ -13,10 +14,10 @@ def rms_norm(x, weight, eps):
     x: [..., D]; weight: [D]; eps: float. Returns [..., D].
     """
     xp = array_namespace(x, weight)
-    work = x if x.dtype == xp.float64 else xp.astype(x, xp.float32, copy=False)
+    work = x if x.dtype == xp.float64 else as_dtype(x, xp.float32)
     variance = xp.mean(work * work, axis=-1, keepdims=True)  # [..., 1]
     normed = work * (1.0 / xp.sqrt(variance + eps))
-    return weight * xp.astype(normed, x.dtype, copy=False)
+    return weight * as_dtype(normed, x.dtype)
 
 
 def rms_norm_backward(grad, x, weight, eps):
@@ -31,11 +32,11 @@ def rms_norm_backward(grad, x, weight, eps):
     Returns (dx [..., D], dweight [D]).
     """
     xp = array_namespace(grad, x, weight)
-    work = x if x.dtype == xp.float64 else xp.astype(x, xp.float32, copy=False)
+    work = x if x.dtype == xp.float64 else as_dtype(x, xp.float32)
     inverse = 1.0 / xp.sqrt(xp.mean(work * work, axis=-1, keepdims=True) + eps)  # [..., 1]
     normed = work * inverse
     features = x.shape[-1]
-    dweight = xp.sum(xp.reshape(grad * xp.astype(normed, x.dtype, copy=False), (-1, features)), axis=0)  # [D]
-    g = xp.astype(grad * weight, work.dtype, copy=False)
+    dweight = xp.sum(xp.reshape(grad * as_dtype(normed, x.dtype), (-1, features)), axis=0)  # [D]
+    g = as_dtype(grad * weight, work.dtype)
     dx = inverse * (g - normed * xp.mean(g * normed, axis=-1, keepdims=True))
-    return xp.astype(dx, x.dtype, copy=False), xp.astype(dweight, weight.dtype, copy=False)
+    return as_dtype(dx, x.dtype), as_dtype(dweight, weight.dtype)

@@ -8,6 +8,7 @@ is rotated by the angle ``position * inv_freq[j]``. Tables are computed in float
 import math
 
 from .namespace import array_namespace
+from .precision import as_dtype
 
 
 def default_inv_freq(head_dim, theta, xp, dtype):
@@ -98,7 +99,7 @@ def rope_cos_sin(position_ids, inv_freq, attention_scaling, dtype):
     angles = xp.concat([angles, angles], axis=-1)  # [B, T, hd]
     cos = xp.cos(angles) * attention_scaling
     sin = xp.sin(angles) * attention_scaling
-    return xp.astype(cos, dtype, copy=False), xp.astype(sin, dtype, copy=False)
+    return as_dtype(cos, dtype), as_dtype(sin, dtype)
 
 
 def rotate_half(x):

@@ -1,7 +1,7 @@
 """Checkpoints: safetensors in and out, transformers' tensor names and shapes, validation.
 
 Reading goes through ``safetensors.py`` (a parser over a memory map: no second copy in memory, clear
-errors for truncated or malformed files); writing uses the ``safetensors`` package. Never pickle:
+errors for truncated or malformed files) and writes with the same module. Never pickle:
 ``pytorch_model.bin`` checkpoints are refused with the way to convert them.
 """
 
@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from ..errors import CheckpointError
-from .safetensors import read_safetensors
+from .safetensors import read_safetensors, write_safetensors
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -137,8 +137,6 @@ def _backbone_prefix(tensors: dict, prefix: str) -> str | None:
 def write_checkpoint(folder: str | os.PathLike, tensors: dict[str, np.ndarray], max_shard_size: int | None = None):
     """Write ``tensors`` as ``model.safetensors``, or as shards of at most ``max_shard_size`` bytes plus
     ``model.safetensors.index.json`` (transformers' layout)."""
-    from safetensors.numpy import save_file
-
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     tensors = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
@@ -154,12 +152,12 @@ def write_checkpoint(folder: str | os.PathLike, tensors: dict[str, np.ndarray], 
         if os.path.exists(os.path.join(folder, stale)):
             os.remove(os.path.join(folder, stale))
     if len(shards) == 1:
-        save_file(shards[0], os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+        write_safetensors(os.path.join(folder, WEIGHTS_NAME), shards[0], metadata={"format": "pt"})
         return
     weight_map = {}
     for number, shard in enumerate(shards, start=1):
         file = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, os.path.join(folder, file), metadata={"format": "pt"})
+        write_safetensors(os.path.join(folder, file), shard, metadata={"format": "pt"})
         weight_map.update({name: file for name in shard})
     total = sum(array.nbytes for array in tensors.values())
     with open(os.path.join(folder, INDEX_NAME), "w", encoding="utf-8") as fh:

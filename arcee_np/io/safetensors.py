@@ -13,20 +13,23 @@ import mmap
 import os
 import struct
 
+import ml_dtypes
 import numpy as np
 
 from ..errors import CheckpointError
 
 _MAX_HEADER = 100 * 1024 * 1024
 _DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype(ml_dtypes.bfloat16),
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
+_DTYPE_CODES = {dtype: code for code, dtype in _DTYPES.items()}
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of one ``.safetensors`` file as read-only NumPy arrays (bfloat16 widened to float32).
+    """All tensors of one ``.safetensors`` file as read-only NumPy arrays in their stored dtype (bfloat16 as
+    ml_dtypes' ``bfloat16``).
 
     Aligned tensors are views of a memory map of the file; nothing is read until used.
     """
@@ -75,8 +78,32 @@ def _tensor_from_buffer(path, name, info, buffer, data_start, size) -> np.ndarra
                               f"has {size} bytes. Re-download or re-save it.")
     offset = data_start + begin
     array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
-    if dtype_name == "BF16":  # bfloat16 is the top half of a float32: widen exactly
-        return (array.astype(np.uint32) << 16).view(np.float32)
     if offset % dtype.itemsize:
         array = array.copy()  # unaligned in the file: one aligned copy
     return array
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict | None = None):
+    """Write ``tensors`` (name -> NumPy array, bfloat16 included) as one ``.safetensors`` file.
+
+    The header lists the tensors in the given order with contiguous byte ranges; it is padded with spaces
+    to a multiple of 8 bytes (as the safetensors package writes it). metadata: str -> str, or None.
+    """
+    header, offset = {}, 0
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    for name, array in tensors.items():
+        code = _DTYPE_CODES.get(np.dtype(array.dtype).newbyteorder("<"))
+        if code is None:
+            raise CheckpointError(f"tensor {name!r} has dtype {array.dtype}, which safetensors cannot store "
+                                  f"(supported: {', '.join(_DTYPES)}).")
+        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)))
+        fh.write(blob)
+        for array in tensors.values():
+            fh.write(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data)

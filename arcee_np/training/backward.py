@@ -63,7 +63,8 @@ class BackboneRecord:
 def layer_forward(h, params, layer, config, cos, sin, mask):
     """Decoder layer ``layer`` as model.decoder_layer computes it, keeping its intermediates.
 
-    h: [B, T, D]; cos, sin: [B, T, hd]; mask: [B, 1, T, T] or None. Returns (out [B, T, D], LayerRecord).
+    h: [B, T, D]; cos, sin: [B, T, hd]; mask: the step's StepMask (attention here is eager: its backward
+    needs the probabilities). Returns (out [B, T, D], LayerRecord).
     """
     xp = array_namespace(h)
     p, name = f"layers.{layer}.", f"layers.{layer}"
@@ -80,7 +81,7 @@ def layer_forward(h, params, layer, config, cos, sin, mask):
     v = record(f"{name}.attn.v", heads("v_proj", config.num_key_value_heads))
     q = record(f"{name}.attn.q_rope", apply_rope(q, cos, sin))
     k = record(f"{name}.attn.k_rope", apply_rope(k, cos, sin))
-    context, probs = attention(q, k, v, mask, hd**-0.5, tap=tap(f"{name}.attn"))
+    context, probs = attention(q, k, v, mask.additive(), hd**-0.5, tap=tap(f"{name}.attn"))
     context = record(f"{name}.attn.context", context)  # [B, T, H*hd]
     attn_out = record(f"{name}.attn.out", linear(context, params[p + "self_attn.o_proj.weight"],
                                                  params.get(p + "self_attn.o_proj.bias")))
@@ -154,11 +155,12 @@ def backbone_forward(params, config, input_ids=None, inputs_embeds=None, attenti
 
     input_ids: [B, T] integers, or inputs_embeds: [B, T, D]; attention_mask: [B, T], 4-D additive, or None;
     position_ids: [B, T] / [1, T] or None; packed: separate packed sequences (position_ids given, no mask and
-    no cache, as transformers does; see model.attention_mask_for); checkpointing: keep only each layer's
+    no cache, as transformers does; see model.step_mask); checkpointing: keep only each layer's
     input and recompute the layer during the backward (less memory, one more forward of the layers).
     Returns (last_hidden_state [B, T, D] after the final norm, BackboneRecord).
     """
-    h = embed(input_ids, params["embed_tokens.weight"]) if inputs_embeds is None else inputs_embeds
+    dtype = params["norm.weight"].dtype  # the activation dtype (model.backbone reads it there too)
+    h = embed(input_ids, params["embed_tokens.weight"], dtype) if inputs_embeds is None else inputs_embeds
     h = record("embed", h)  # [B, T, D]
     mask, cos, sin = mask_and_rope_tables(h, config, attention_mask, position_ids, 0, packed)
     saved = BackboneRecord(input_ids, mask, cos, sin, checkpointing=checkpointing)
