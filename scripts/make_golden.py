@@ -40,7 +40,8 @@ transformers (``eval()``; train mode with dropout 0 gives the same gradients, wh
 ``inputs.safetensors`` (the inputs, with the labels or positions of the loss) and per dtype
 ``gradients_float32.safetensors`` (transformers float32) / ``gradients_float64.safetensors`` (the checkpoint
 loaded in float64, transformers with its float32 casts lifted): ``loss`` plus every parameter's gradient
-under its state-dict name (``model.layers.0.mlp.up_proj.weight`` ...; a tied embedding once).
+under its state-dict name (``model.layers.0.mlp.up_proj.weight`` ...; a tied embedding once); and
+``optimizer.safetensors`` / ``optimizer.json``: torch's AdamW after clip_grad_norm_ with transformers' schedules.
 
 ``case.json["compare"]``: ``"all"`` compares every element; ``"mask"`` compares only valid rows, i.e. for
 ``[B, T, ...]`` tensors (logits, hidden_states) and ``attentions`` ``[B, H, T, S]`` the query rows t with
@@ -940,6 +941,59 @@ def _default_labels(name: str, inputs: dict) -> torch.Tensor:
     return labels
 
 
+OPTIMIZER_RUNS = {  # name: (dtype, AdamW arguments, clip max_norm, schedule, schedule arguments)
+    "float64_cosine": ("float64", dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),
+    "float64_linear": ("float64", dict(lr=1e-2, betas=(0.8, 0.999), eps=1e-6, weight_decay=0.0), 0.5, "linear", {}),
+    "float64_min_lr": ("float64", dict(lr=5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01), 100.0, "cosine_min_lr",
+                       {"min_lr_rate": 0.1}),
+    "float64_beta1_0": ("float64", dict(lr=1e-2, betas=(0.0, 0.99), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),
+    "float32_cosine": ("float32", dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),
+}
+OPTIMIZER_SHAPES = {"w": (6, 5), "e": (4, 3), "b": (5,)}  # "b" is in a group without weight decay
+OPTIMIZER_STEPS, OPTIMIZER_WARMUP = 8, 3
+
+
+def optimizer_fixtures() -> None:
+    """torch.optim.AdamW (two groups: "b" without decay) after clip_grad_norm_, with a transformers schedule,
+    over 8 steps of seeded gradients: tests/golden_gradients/optimizer.safetensors + optimizer.json."""
+    from transformers import (get_cosine_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup,
+                              get_linear_schedule_with_warmup)
+
+    schedules = {"cosine": get_cosine_schedule_with_warmup, "linear": get_linear_schedule_with_warmup,
+                 "cosine_min_lr": get_cosine_with_min_lr_schedule_with_warmup}
+    tensors, runs = {}, {}
+    for name, (dtype, adamw, max_norm, schedule, extra) in OPTIMIZER_RUNS.items():
+        gen = torch.Generator().manual_seed(seed_of(name))
+        params = {k: torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=torch.float64).to(TORCH_DTYPES[dtype]))
+                  for k, shape in OPTIMIZER_SHAPES.items()}
+        for k, p in params.items():
+            tensors[f"{name}.start.{k}"] = p.detach().clone()
+        optimizer = torch.optim.AdamW([{"params": [params["w"], params["e"]]},
+                                       {"params": [params["b"]], "weight_decay": 0.0}], **adamw)
+        scheduler = schedules[schedule](optimizer, OPTIMIZER_WARMUP, OPTIMIZER_STEPS, **extra)
+        lrs, norms = [], []
+        for step in range(OPTIMIZER_STEPS):
+            for k, p in params.items():
+                p.grad = (3 * torch.randn(p.shape, generator=gen, dtype=torch.float64)).to(p.dtype)
+                tensors[f"{name}.step{step}.grad.{k}"] = p.grad.clone()
+            norms.append(torch.nn.utils.clip_grad_norm_(list(params.values()), max_norm).item())
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+            for k, p in params.items():
+                tensors[f"{name}.step{step}.param.{k}"] = p.detach().clone()
+        runs[name] = {"dtype": dtype, "adamw": adamw, "max_norm": max_norm, "schedule": schedule,
+                      "schedule_arguments": extra, "warmup": OPTIMIZER_WARMUP, "steps": OPTIMIZER_STEPS,
+                      "no_decay": ["b"], "lr": lrs, "clip_norm": norms,
+                      "tolerance": 1e-12 if dtype == "float64" else 1e-6}
+    save_tensors(GRADIENTS / "optimizer.safetensors", tensors)
+    (GRADIENTS / "optimizer.json").write_text(json.dumps({
+        "description": f"torch {torch.__version__} AdamW after torch.nn.utils.clip_grad_norm_, learning rates from "
+                       f"transformers {transformers.__version__} schedules (LambdaLR): <run>.start.<name>, per step "
+                       "<run>.step<k>.grad.<name> (before clipping) and <run>.step<k>.param.<name> (after the step); "
+                       "lr and clip_norm per step below", "runs": runs}, indent=2) + "\n")
+
+
 def gradient_fixtures() -> list[str]:
     if GRADIENTS.exists():
         shutil.rmtree(GRADIENTS)
@@ -973,8 +1027,10 @@ def gradient_fixtures() -> list[str]:
         (out / "case.json").write_text(json.dumps(case, indent=2) + "\n")
         names.append(src["name"])
         print(f"  gradients {src['name']}: {', '.join(src['dtypes'])}")
+    optimizer_fixtures()
     meta = {"transformers": v, "torch": torch.__version__, "python": platform.python_version(),
-            "generated_by": "scripts/make_golden.py --gradients", "cases": names}
+            "generated_by": "scripts/make_golden.py --gradients", "cases": names,
+            "optimizer": "optimizer.safetensors + optimizer.json"}
     (GRADIENTS / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     total = sum(p.stat().st_size for p in GRADIENTS.rglob("*") if p.is_file())
     print(f"{len(names)} gradient cases, {total / 1e6:.2f} MB in {GRADIENTS.relative_to(REPO)}")

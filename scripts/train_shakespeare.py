@@ -255,6 +255,7 @@ def build_config(args, vocab_size: int):
         eos_token_id=1,
         pad_token_id=2,
         use_cache=True,
+        extra={"architectures": ["ArceeForCausalLM"], "dtype": "float32"},  # as transformers' save_pretrained writes
     )
 
 

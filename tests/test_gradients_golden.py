@@ -28,10 +28,11 @@ CASES = {name: json.loads((GRADIENTS / name / "case.json").read_text()) for name
 EXPECTATIONS = [(name, dtype) for name, case in CASES.items() for dtype in case["expectations"]]
 
 
-def gradients_of(name: str, dtype: str, device: str = "cpu", checkpointing: bool = False):
+def gradients_of(name: str, dtype: str, device: str = "cpu", checkpointing: bool = False, widen: str = "auto"):
     """(loss, grads) of arcee_np on case ``name``, its checkpoint loaded in ``dtype`` on ``device``."""
     case = CASES[name]
-    model = getattr(arcee_np, case["class"]).from_pretrained(TESTS / case["source"], dtype=dtype, device=device)
+    model = getattr(arcee_np, case["class"]).from_pretrained(TESTS / case["source"], dtype=dtype, device=device,
+                                                             widen=widen)
     inputs = {k: (v.astype(dtype) if v.dtype.kind == "f" else v)
               for k, v in load_file(str(GRADIENTS / name / "inputs.safetensors")).items()}
     return loss_and_gradients(model, **inputs, **case["call"], checkpointing=checkpointing)
@@ -96,3 +97,18 @@ def test_gradients_on_array_api_strict(name):
     expected = load_file(str(GRADIENTS / name / spec["file"]))
     key, error, margin = worst_excess(dict(grads, loss=loss), expected, spec["atol"], spec["rtol"])
     assert margin <= 0, f"{name} {dtype} on array_api_strict: {key} max abs error {error:.3g}"
+
+
+@pytest.mark.parametrize("name,dtype", [("bf16_checkpoint", "float32"), ("biases", "float64"),
+                                        ("tied_embeddings", "float64"), ("heads_token_cls", "float64")])
+def test_gradients_with_weights_widened_per_use(name, dtype):
+    """Stored weights (kept in the file's dtype, widened tile by tile where used) give the fixtures' gradients:
+    linear_backward widens row tiles for dx, the embedding's gradient needs no weight at all."""
+    loss, grads = gradients_of(name, dtype, widen="per_use")
+    model = getattr(arcee_np, CASES[name]["class"]).from_pretrained(TESTS / CASES[name]["source"], dtype=dtype,
+                                                                    widen="per_use")
+    assert any(hasattr(w, "widened_rows") for w in model.params.values())  # the path under test
+    spec = CASES[name]["expectations"][dtype]
+    expected = load_file(str(GRADIENTS / name / spec["file"]))
+    key, error, margin = worst_excess(dict(grads, loss=loss), expected, spec["atol"], spec["rtol"])
+    assert margin <= 0, f"{name} {dtype} per use: {key} max abs error {error:.3g}"

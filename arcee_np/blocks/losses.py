@@ -159,7 +159,7 @@ def cross_entropy_backward(logits, labels, ignore_index=IGNORE_INDEX):
     scale = xp.where(counted, 1.0 / xp.maximum(count, xp.ones_like(count)), xp.zeros_like(nll))[:, None]  # [N, 1]
     grad *= scale / total  # softmax / n on counted rows
     target = xp.arange(logits.shape[1], dtype=xp.int64)[None, :] == safe[:, None]  # [N, C] one-hot of the label
-    grad -= xp.where(target, scale, xp.zeros((), dtype=work.dtype))
+    grad = xp.where(target, grad - scale, grad)  # minus the one-hot / n
     return loss, xp.astype(grad, logits.dtype, copy=False)
 
 

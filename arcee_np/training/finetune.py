@@ -213,7 +213,7 @@ def cmd_finetune(args) -> int:
     train_ids, eval_ids = split_tokens(ids, args.seq_len, args.eval_fraction, args.data)
     out = check_output_folder(args.out, model_path)
 
-    model = ArceeForCausalLM.from_pretrained(model_path, dtype=args.dtype, device=args.device)
+    model = ArceeForCausalLM.from_pretrained(model_path, dtype=args.dtype, device=args.device, widen="at_load")
     print(f"model: {model_path} ({model.num_parameters():,} parameters, {args.dtype}, {args.device})")
     print(f"data: {args.data}: {len(ids):,} tokens, {len(train_ids):,} for training, {len(eval_ids):,} held out")
     before = heldout_loss(model, eval_ids, args.seq_len, bos, pad)

@@ -59,6 +59,10 @@ class AdamW:
         unknown = sorted(set(no_decay) - set(params))
         if unknown:
             raise ValueError(f"no_decay names weights that are not in params: {unknown[:5]}.")
+        stored = sorted(name for name, value in params.items() if hasattr(value, "widened_rows"))
+        if stored:
+            raise TypeError(f"AdamW updates plain arrays, but {stored[:3]} are kept in their stored dtype and widened "
+                            f"on use: load the model with from_pretrained(..., widen='at_load').")
         self.params = params
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.no_decay = frozenset(no_decay)
