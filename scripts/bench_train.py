@@ -69,7 +69,7 @@ def _transformers_step(path, checkpointing, threads):
     torch.set_num_threads(threads)
     model = ArceeForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     if checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     model.train()
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]

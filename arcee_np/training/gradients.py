@@ -46,7 +46,8 @@ def loss_and_gradients(model, input_ids=None, attention_mask=None, position_ids=
     ``use_cache`` (default ``config.use_cache``) is off or gradient checkpointing is on, and only without a
     cache does it separate packed sequences (position_ids given, no attention_mask). checkpointing: keep only
     each layer's input during the forward and recompute the layer in the backward (transformers'
-    ``gradient_checkpointing_enable()``): the same gradients for less memory and about a third more time.
+    ``activation_checkpointing_enable()``, formerly ``gradient_checkpointing_enable()``): the same gradients
+    for less memory and about a quarter more time.
 
     Returns ``(loss, grads)``: loss a 0-d array, grads a dict ``{state-dict name: gradient}`` with one entry
     per weight of ``model.state_dict()`` (a tied embedding has one gradient, under

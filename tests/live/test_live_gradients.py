@@ -130,7 +130,7 @@ def hf_gradients(path, head, dtype, call, checkpointing):
     with lifted_float32_casts() if dtype == "float64" else contextlib.nullcontext():
         model = getattr(transformers, head).from_pretrained(path, dtype=TORCH_DTYPE[dtype], attn_implementation="eager")
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
             model.train()
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
