@@ -97,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     from .oracle.cli import add_debug_commands  # trace, compare
-    from .training.finetune import add_finetune_command
 
     add_debug_commands(commands)
-    add_finetune_command(commands)
+    from .training.finetune import add_finetune_command; add_finetune_command(commands)  # noqa: E702
+    from .oracle.gguf_check import add_gguf_check_command; add_gguf_check_command(commands)  # noqa: E702
     return parser
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-SUPPORTED_ROPE_TYPES = ("default", "yarn")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn")
 SUPPORTED_ACTIVATIONS = ("relu2", "relu", "silu", "gelu", "gelu_pytorch_tanh")
 YARN_KEYS = (
     "factor",
@@ -85,7 +85,7 @@ class ArceeConfig:
     # ------------------------------------------------------------------ derived quantities
     @property
     def rope_type(self) -> str:
-        """``"default"`` or ``"yarn"``."""
+        """``"default"``, ``"linear"`` or ``"yarn"``."""
         return "default" if self.rope_scaling is None else self.rope_scaling["rope_type"]
 
     @property
@@ -211,7 +211,8 @@ def _normalise_rope_scaling(scaling: dict | None, max_position_embeddings: int) 
     legacy_type = scaling.pop("type", None)
     rope_type = scaling.get("rope_type", legacy_type)
     if rope_type is None:
-        raise ConfigError("rope_scaling has no 'rope_type' (or legacy 'type'); set it to 'default' or 'yarn'.")
+        raise ConfigError("rope_scaling has no 'rope_type' (or legacy 'type'); set it to 'default', 'linear' or "
+                          "'yarn'.")
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ConfigError(
             f"unknown rope_type {rope_type!r}; arcee_np supports {', '.join(map(repr, SUPPORTED_ROPE_TYPES))} "
@@ -221,6 +222,8 @@ def _normalise_rope_scaling(scaling: dict | None, max_position_embeddings: int) 
     scaling.pop("rope_theta", None)
     if rope_type == "default":
         return None
+    if rope_type == "linear":
+        return _linear_scaling(scaling)
     unknown = sorted(set(scaling) - set(YARN_KEYS) - {"rope_type"})
     if unknown:
         raise ConfigError(f"unknown YaRN parameter(s) {unknown}; known ones are {', '.join(YARN_KEYS)}.")
@@ -232,4 +235,17 @@ def _normalise_rope_scaling(scaling: dict | None, max_position_embeddings: int) 
         raise ConfigError(f"YaRN factor must be a number >= 1, got {scaling['factor']!r}.")
     if not math.isfinite(float(scaling["factor"])):
         raise ConfigError("YaRN factor must be finite.")
+    return scaling
+
+
+def _linear_scaling(scaling: dict) -> dict:
+    """Linear RoPE scaling (position interpolation): only ``factor`` (a number >= 1), as transformers requires."""
+    unknown = sorted(set(scaling) - {"rope_type", "factor"})
+    if unknown:
+        raise ConfigError(f"unknown linear RoPE parameter(s) {unknown}; linear scaling takes only 'factor'.")
+    factor = scaling.get("factor")
+    if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and math.isfinite(factor)
+            and factor >= 1.0):
+        raise ConfigError(f"linear RoPE factor must be a finite number >= 1 (positions are divided by it), "
+                          f"got {factor!r}.")
     return scaling

@@ -19,6 +19,7 @@ from .blocks import (IGNORE_INDEX, causal_lm_loss, last_non_pad_index, linear, l
                      token_classification_loss)
 from .cache import KVCache
 from .io.weights import host_dtype, place_weights, widen_whole
+from .io.gguf import is_gguf, read_gguf
 from .io.checkpoint import backbone_shapes, read_checkpoint, split_checkpoint, write_checkpoint
 from .config import ArceeConfig
 from .errors import ConfigError
@@ -72,7 +73,8 @@ class ArceePreTrainedModel:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu",
                         widen: str = "auto", attn_implementation: str = "tiled"):
-        """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded).
+        """Load a transformers (or arcee_np) checkpoint folder: config.json + safetensors (single or sharded),
+        or a llama.cpp GGUF file (``from_gguf`` with its defaults).
 
         dtype: "float32" (default: as transformers float32), "float64" (golden mode: every step in float64),
         "float16" or "bfloat16" (transformers' casting points in that dtype; products in float32);
@@ -94,8 +96,27 @@ class ArceePreTrainedModel:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
         resolve_dtype(namespace_for_device(device), dtype)  # fail on a bad device or dtype before reading weights
         check_attn_implementation(attn_implementation)
+        if is_gguf(path):
+            return cls.from_gguf(path, dtype=dtype, device=device, widen=widen, attn_implementation=attn_implementation)
         config = ArceeConfig.from_pretrained(path)
         return cls.from_state_dict(config, read_checkpoint(path), dtype=dtype, device=device, widen=widen,
+                                   attn_implementation=attn_implementation)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike, dtype: str = "float32", device: str = "cpu", widen: str = "auto",
+                  metadata: str = "llama.cpp", config: ArceeConfig | None = None, attn_implementation: str = "tiled"):
+        """A model from a llama.cpp GGUF file (a path or an open ``arcee_np.io.gguf.GGUFFile``) in any type
+        ``arcee_np.io.quants`` decodes (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K);
+        ``from_pretrained`` calls it for a path to such a file.
+
+        metadata: "llama.cpp" (default: the settings llama.cpp's Arcee loader uses, so the model computes what
+        llama.cpp computes) or "file" (every key the converter wrote); config: run the file's weights with
+        this config instead (e.g. the transformers checkpoint's). Quantized matrices stay in their blocks and
+        are dequantized a row tile at a time where used (docs/gguf.md). dtype, device, widen,
+        attn_implementation: as ``from_pretrained``.
+        """
+        config, tensors, _ = read_gguf(path, dtype, device, metadata, config)
+        return cls.from_state_dict(config, tensors, dtype=dtype, device=device, widen=widen,
                                    attn_implementation=attn_implementation)
 
     @classmethod
@@ -112,8 +133,8 @@ class ArceePreTrainedModel:
     @classmethod
     def from_config(cls, config: ArceeConfig, seed: int = 0, dtype: str = "float32", device: str = "cpu",
                     widen: str = "auto", attn_implementation: str = "tiled"):
-        """A randomly initialised model, as transformers initialises one: linear and embedding weights
-        ~ N(0, initializer_range), biases 0, norm weights 1."""
+        """A randomly initialised model, as transformers initialises one: linear and embedding weights drawn
+        from a normal distribution of mean 0 and standard deviation initializer_range, biases 0, norm weights 1."""
         rng = np.random.default_rng(seed)
         shapes = {cls.prefix + k: v for k, v in backbone_shapes(config).items()} | cls.head_shapes(config)
         tensors = {}
@@ -276,7 +297,8 @@ class ArceeForCausalLM(ArceePreTrainedModel):
         ``model.generation_config``."""
         model = super().from_pretrained(path, dtype=dtype, device=device, widen=widen,
                                         attn_implementation=attn_implementation)
-        model.generation_config = read_generation_config(path)
+        if not is_gguf(path):
+            model.generation_config = read_generation_config(path)
         return model
 
     def save_pretrained(self, path, max_shard_size=None):

@@ -11,8 +11,9 @@ one torch thread); commit the result together with ``tests/golden/meta.json``, w
 versions used.
 
 Every case is a tiny random ``ArceeForCausalLM`` (vocab 80, hidden 32, 2 layers, ...) whose weights are
-re-drawn by ``tests/torch_reference.perturb_`` (matrices N(0, 0.15), RMSNorm weights 1 + N(0, 0.25),
-biases N(0, 0.2)): random init would set norms to 1 and biases to 0 and hide bugs. The checkpoint is
+re-drawn by ``tests/torch_reference.perturb_`` (normal with standard deviation 0.15 for matrices; RMSNorm
+weights 1 plus a normal of standard deviation 0.25; biases standard deviation 0.2): random init would set norms
+to 1 and biases to 0 and hide bugs. The checkpoint is
 written with ``save_pretrained`` and the expectations are computed from the model *re-loaded from that
 folder* (``from_pretrained(..., dtype=..., attn_implementation="eager")``, ``.eval()``), i.e. from exactly
 what the tests load.
@@ -299,6 +300,15 @@ def c_rope_theta():
     standard_case("rope_theta", "default RoPE with rope_theta 500000", make_config(
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0}), plain_inputs(2, 8),
         call={"use_cache": False})
+
+
+@case
+def c_rope_linear():
+    standard_case("rope_linear", "linear RoPE scaling (position interpolation), factor 4: inv_freq = "
+                  "theta**(-2j/hd) / 4, attention scaling 1; T 40 (positions past the 16 a factor-4 model "
+                  "would have been trained on)", make_config(
+                      rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}),
+                  plain_inputs(2, 40), call={"use_cache": False})
 
 
 YARN_EXPLICIT = {"rope_type": "yarn", "rope_theta": 100.0, "factor": 4.0, "original_max_position_embeddings": 16,
@@ -690,6 +700,8 @@ def rope_blocks():
                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
         "default_hd128": dict(hidden_size=2560, num_attention_heads=20, head_dim=128, max_position_embeddings=4096,
                               rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        "linear_hd32": dict(hidden_size=64, num_attention_heads=2, head_dim=32, max_position_embeddings=1024,
+                            rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}),
         "yarn_afm": dict(hidden_size=2560, num_attention_heads=20, head_dim=128, max_position_embeddings=65536,
                          rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 20.0,
                                           "original_max_position_embeddings": 4096}),
@@ -706,6 +718,7 @@ def rope_blocks():
     positions = {
         "default_hd8": [0, 1, 2, 3, 7, 31, 63],
         "default_hd128": [0, 1, 5, 100, 1000, 4095],
+        "linear_hd32": [0, 1, 4, 255, 256, 1023],
         "yarn_afm": [0, 1, 7, 100, 4095, 4096, 4097, 10000, 40000, 65535],
         "yarn_explicit": [0, 1, 5, 15, 16, 17, 39, 63],
         "yarn_mscale": [0, 1, 31, 32, 100, 255],
@@ -747,7 +760,7 @@ def rope_blocks():
     (out_dir / "rope.json").write_text(json.dumps({
         "description": "RoPE tables from transformers' ArceeRotaryEmbedding(config): inv_freq (float32 buffer), "
                        "attention_scaling, and cos/sin = rotary_emb(x_float32, position_ids). inv_freq may differ "
-                       "from a NumPy float32 pow by 1 ulp for hd 128 (spec section 12), hence the tolerances.",
+                       "from a NumPy float32 pow by 1 ulp for hd 128 (docs/numerics.md), hence the tolerances.",
         "cases": meta}, indent=2) + "\n")
 
 

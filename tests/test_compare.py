@@ -113,6 +113,19 @@ def test_when_inputs_were_not_recorded_the_gap_is_named(reference):
     report = compare_traces(theirs, reference)
     assert report.first.name == "layers.1.out"
     assert "were not compared" in report.explanation and "last agreeing tensor is layers.0.out" in report.explanation
+    # the suspect is the whole gap, not the residual add that computes layers.1.out
+    assert report.explanation.endswith('any of the 16 steps from layers.1.input_norm to layers.1.out: record those '
+                                       'names (for example trace("layers.1.*")) and compare again to see which one '
+                                       'differs first'), report.explanation
+
+
+def test_a_short_gap_names_each_step_that_could_be_wrong(reference):
+    theirs = {k: np.array(reference[k]) for k in ("layers.0.attn.q_rope", "layers.0.attn.k_rope")}
+    theirs["layers.0.attn.probs"] = np.array(reference["layers.0.attn.probs"])[..., ::-1]
+    report = compare_traces(theirs, reference)
+    assert report.first.name == "layers.0.attn.probs"
+    assert "scores: q k^T * head_dim**-0.5" in report.explanation and "or the attention probabilities: the mask" \
+        in report.explanation, report.explanation
     assert any("not in the candidate" in note for note in report.notes)
 
 

@@ -35,6 +35,18 @@ def test_v5_rope_parameters_are_read():
     assert d.rope_scaling is None and d.rope_theta == 3.0
 
 
+def test_linear_scaling_is_read_in_both_spellings_and_written_back(tmp_path):
+    v5 = ArceeConfig.from_dict({"model_type": "arcee", "rope_parameters": {"rope_type": "linear", "rope_theta": 500.0,
+                                                                            "factor": 4.0}})
+    v4 = ArceeConfig.from_dict({"model_type": "arcee", "rope_theta": 500.0,
+                                "rope_scaling": {"type": "linear", "factor": 4.0}})
+    assert v5.rope_type == v4.rope_type == "linear" and v5.rope_theta == 500.0
+    assert v5.rope_scaling == v4.rope_scaling == {"rope_type": "linear", "factor": 4.0}
+    assert v5.rope_parameters == {"rope_type": "linear", "rope_theta": 500.0, "factor": 4.0}
+    v5.save_pretrained(tmp_path)
+    assert ArceeConfig.from_pretrained(tmp_path) == v5
+
+
 def test_yarn_defaults_follow_transformers_v5():
     c = ArceeConfig(max_position_embeddings=1024, rope_scaling={"rope_type": "yarn", "factor": 4.0})
     assert c.rope_scaling["original_max_position_embeddings"] == 1024
@@ -56,7 +68,10 @@ def test_round_trip_through_json(tmp_path):
 
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(num_attention_heads=6, num_key_value_heads=4), "divisible by num_key_value_heads"),
-    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "unknown rope_type 'linear'"),
+    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "unknown rope_type 'dynamic'"),
+    (dict(rope_scaling={"rope_type": "linear"}), "linear RoPE factor must be a finite number >= 1"),
+    (dict(rope_scaling={"rope_type": "linear", "factor": 0.5}), "linear RoPE factor must be a finite number >= 1"),
+    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0, "beta_fast": 32}), "unknown linear RoPE parameter"),
     (dict(rope_scaling={"factor": 2.0}), "no 'rope_type'"),
     (dict(rope_scaling={"rope_type": "yarn", "factor": 0.5}), "factor must be a number >= 1"),
     (dict(rope_scaling={"rope_type": "yarn", "factor": 2.0, "bogus": 1}), "unknown YaRN parameter"),

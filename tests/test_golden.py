@@ -292,7 +292,7 @@ def test_rope_block(name):
     inv_freq, scaling = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling, xp, xp.float32)
     assert scaling == pytest.approx(spec["attention_scaling"], rel=1e-15, abs=0)
     ref_inv = ROPE_T[f"{name}.inv_freq"]
-    # NumPy's float32 pow may differ from torch's by 1 ulp (spec section 12): allow 2 ulp, no more
+    # NumPy's float32 pow may differ from torch's by 1 ulp (docs/numerics.md): allow 2 ulp, no more
     np.testing.assert_allclose(to_numpy(inv_freq), ref_inv, rtol=2.5e-7, atol=0, err_msg=f"{name} inv_freq")
     pos = ROPE_T[f"{name}.position_ids"]
     # with transformers' own inv_freq, cos/sin must match to float32 rounding of cos/sin themselves

@@ -108,8 +108,8 @@ def _make_lifted_rotary_forward(original_forward):
         cdt = _compute_dtype(x.dtype)
         if cdt == torch.float32:
             return original_forward(self, x, position_ids)
-        if self.rope_type not in ("default", "yarn"):
-            raise NotImplementedError(f"lifted RoPE only covers default and yarn, not {self.rope_type!r}")
+        if self.rope_type not in ("default", "linear", "yarn"):
+            raise NotImplementedError(f"lifted RoPE only covers default, linear and yarn, not {self.rope_type!r}")
         cached = getattr(self, "_lifted_inv_freq", None)
         if cached is None:
             inv_freq, scaling = lifted_inv_freq(self.config, self.rope_type)

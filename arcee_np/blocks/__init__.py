@@ -21,6 +21,7 @@ from .mask import additive, allowed, causal_padding_mask, packed_causal_mask, pa
 from .mlp import mlp, mlp_backward
 from .precision import matmul, product_dtype
 from .rms_norm import rms_norm, rms_norm_backward
-from .rope import (apply_rope, apply_rope_backward, default_inv_freq, rope_cos_sin, rope_frequencies, rotate_half,
+from .rope import (apply_rope, apply_rope_backward, default_inv_freq, linear_inv_freq, rope_cos_sin, rope_frequencies,
+                   rotate_half,
                    yarn_attention_factor, yarn_correction_range, yarn_inv_freq, yarn_mscale)
 from .tiled_attention import tile_sizes, tiled_attention

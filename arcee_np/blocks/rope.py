@@ -1,4 +1,4 @@
-"""Rotary position embeddings (RoPE): default and YaRN frequencies, cos/sin tables, rotate-half application.
+"""Rotary position embeddings (RoPE): default, linear and YaRN frequencies, cos/sin tables, rotate-half application.
 
 Pair ``j`` of a head (features ``j`` and ``j + hd/2``, the non-interleaved "NeoX" layout of transformers)
 is rotated by the angle ``position * inv_freq[j]``. Tables are computed in float32 as transformers does
@@ -19,6 +19,15 @@ def default_inv_freq(head_dim, theta, xp, dtype):
     """
     exponents = xp.arange(0, head_dim, 2, dtype=dtype) / head_dim  # [hd/2]
     return 1.0 / (xp.asarray(theta, dtype=dtype) ** exponents)
+
+
+def linear_inv_freq(head_dim, theta, factor, xp, dtype):
+    """Linear scaling (position interpolation): ``inv_freq[j] = theta ** (-2j / hd) / factor``.
+
+    Dividing every frequency by ``factor`` is dividing every position by it: position ``p`` gets the
+    angles plain RoPE gives ``p / factor``. head_dim: int; theta, factor: float. Returns [hd/2].
+    """
+    return default_inv_freq(head_dim, theta, xp, dtype) / factor
 
 
 def yarn_mscale(scale, mscale=1.0):
@@ -81,12 +90,15 @@ def yarn_inv_freq(head_dim, theta, scaling, xp, dtype):
 
 
 def rope_frequencies(head_dim, theta, rope_scaling, xp, dtype):
-    """``(inv_freq [hd/2], attention_scaling)`` for plain RoPE (``rope_scaling`` None) or YaRN."""
+    """``(inv_freq [hd/2], attention_scaling)`` for plain RoPE (``rope_scaling`` None), linear scaling or YaRN."""
     if rope_scaling is None:
         return default_inv_freq(head_dim, theta, xp, dtype), 1.0
+    if rope_scaling["rope_type"] == "linear":
+        return linear_inv_freq(head_dim, theta, rope_scaling["factor"], xp, dtype), 1.0
     if rope_scaling["rope_type"] == "yarn":
         return yarn_inv_freq(head_dim, theta, rope_scaling, xp, dtype)
-    raise ValueError(f"unknown rope_type {rope_scaling['rope_type']!r}; arcee_np supports 'default' and 'yarn'.")
+    raise ValueError(f"unknown rope_type {rope_scaling['rope_type']!r}; arcee_np supports 'default', 'linear' and "
+                     f"'yarn'.")
 
 
 def rope_cos_sin(position_ids, inv_freq, attention_scaling, dtype):

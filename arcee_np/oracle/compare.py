@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..trace import GRAD_PREFIX, Trace, is_gradient, name_order_key, split_name
+from ..trace import GRAD_PREFIX, Trace, is_gradient, name_order_key, split_name, trace_names
 from .tracefile import as_numpy, describe_patterns, trace_model, versions
 
 
@@ -332,6 +332,26 @@ def _float16_overflow(row: Row, sources: list[Row]) -> str | None:
             f"square and average in float32 (missing upcast?)")
 
 
+def _steps_between(last: str | None, first: str, num_layers: int) -> list[str]:
+    """The names recorded after ``last`` (the last agreeing tensor; None: from the start) up to ``first``."""
+    names = trace_names(num_layers)
+    if first not in names:
+        return [first]
+    start = names.index(last) + 1 if last in names else 0
+    return names[start:names.index(first) + 1]
+
+
+def _gap_suspect(steps: list[str]) -> str:
+    """Where to look when the tensors between the last agreement and the first divergence were not compared."""
+    if len(steps) <= 3:
+        return "; or ".join(f"{_label(n)}: {_STAGES[split_name(n)[1]][2]}" for n in steps
+                            if split_name(n)[1] in _STAGES) or "the step that computes this tensor"
+    layer = split_name(steps[-1])[0]
+    hint = f' (for example trace("layers.{layer}.*"))' if layer is not None else ""
+    return (f"any of the {len(steps)} steps from {steps[0]} to {steps[-1]}: record those names{hint} and compare "
+            f"again to see which one differs first")
+
+
 def explain(first: Row, rows: dict[str, Row], num_layers: int, tolerance: Tolerance) -> str:
     """The one-line diagnosis of the first divergence, from its own numbers and its inputs'."""
     head = f"first divergence at {first.name} ({first.describe()}"
@@ -354,8 +374,8 @@ def explain(first: Row, rows: dict[str, Row], num_layers: int, tolerance: Tolera
                    key=name_order_key, default=None)
         why = f"{differ}; its inputs ({', '.join(missing)}) were not compared"
         if last:
-            why += (f" and the last agreeing tensor is {last}, so the cause lies between the two (trace finer names "
-                    f"to pinpoint it)")
+            why += f" and the last agreeing tensor is {last}, so the cause lies between the two"
+        suspect = _gap_suspect(_steps_between(last, first.name, num_layers))
     else:
         why = differ
     details = []

@@ -57,8 +57,11 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
 @st.composite
 def rope_parameters(draw):
     theta = draw(st.sampled_from([100.0, 10000.0, 500000.0]))
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["default", "linear", "yarn"]))
+    if kind == "default":
         return {"rope_type": "default", "rope_theta": theta}
+    if kind == "linear":
+        return {"rope_type": "linear", "rope_theta": theta, "factor": draw(st.sampled_from([1.0, 2.0, 4.0, 7.5]))}
     rp = {"rope_type": "yarn", "rope_theta": theta,
           "factor": draw(st.sampled_from([1.0, 2.0, 3.0, 4.0, 7.5, 20.0])),
           "original_max_position_embeddings": draw(st.sampled_from([8, 16, 32]))}
@@ -327,6 +330,7 @@ def test_save_pretrained_round_trip_into_transformers(tmp_path, tie, shard):
     {"type": "yarn", "factor": 2.5, "original_max_position_embeddings": 16},
     {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "attention_factor": 1.2,
      "beta_fast": 8.0, "beta_slow": 0.5},
+    {"type": "linear", "factor": 3.0},
     {"type": "default"},
     None,
 ])
