@@ -4,6 +4,7 @@
     arcee-np generate "Hi" --model DIR --greedy --max-new-tokens 40
     arcee-np info [--model DIR] [--json]       config, parameter count, memory per dtype
     arcee-np trace / compare ...               debugging tools (arcee_np/oracle/cli.py)
+    arcee-np finetune --data FILE --steps N --out DIR   fine-tune on a text file (arcee_np/training/finetune.py)
 
 Each subcommand is a ``cmd_<name>(args) -> exit status`` function registered in ``build_parser()``; add a
 command by adding a parser there with ``set_defaults(func=...)``. ``main`` runs every command through
@@ -82,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     from .oracle.cli import add_debug_commands  # trace, compare
+    from .oracle.gguf_check import add_gguf_check_command
+    from .training.finetune import add_finetune_command
 
-    add_debug_commands(commands)
-    from .oracle.gguf_check import add_gguf_check_command; add_gguf_check_command(commands)  # noqa: E702
+    for add_commands in (add_debug_commands, add_finetune_command, add_gguf_check_command):
+        add_commands(commands)
     return parser
 
 

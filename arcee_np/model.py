@@ -89,6 +89,25 @@ def step_mask(embeds, attention_mask, position_ids, past_length, packed) -> Step
     return StepMask(key_mask, segments, given, past_length, length, embeds.dtype)
 
 
+def mask_and_rope_tables(embeds, config, attention_mask, position_ids, past_length, packed):
+    """What every layer of this step shares: its StepMask (step_mask) and the RoPE tables.
+
+    embeds: [B, T, D]; attention_mask, packed: as for step_mask; position_ids: [B, T] / [1, T] or None
+    (``past_length + arange(T)``). Returns (StepMask, cos [B, T, hd], sin [B, T, hd]).
+    """
+    xp = array_namespace(embeds)
+    batch, length = embeds.shape[:2]
+    if position_ids is None:
+        position_ids = xp.arange(past_length, past_length + length, dtype=xp.int64)[None, :]  # [1, T]
+    position_ids = xp.broadcast_to(position_ids, (batch, length))
+    mask = step_mask(embeds, attention_mask, position_ids, past_length, packed)
+    table_dtype = xp.float64 if embeds.dtype == xp.float64 else xp.float32
+    inv_freq, attention_scaling = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
+                                                   xp, table_dtype)
+    cos, sin = rope_cos_sin(position_ids, inv_freq, attention_scaling, embeds.dtype)  # [B, T, hd] each
+    return mask, cos, sin
+
+
 def self_attention(x, params, layer, config, cos, sin, mask, cache, attn_implementation="tiled",
                    output_attentions=False):
     """Grouped-query self-attention of layer ``layer``, with RoPE and the KV cache.
@@ -193,20 +212,9 @@ def backbone(params, config, input_ids=None, inputs_embeds=None, attention_mask=
     dtype = params["norm.weight"].dtype  # the activation dtype: norm weights are kept in the model's dtype
     h = embed(input_ids, params["embed_tokens.weight"], dtype) if inputs_embeds is None else inputs_embeds
     h = record("embed", h)  # [B, T, D]
-    xp = array_namespace(h)
-    batch, length = h.shape[:2]
     past = cache.get_seq_length() if cache is not None else 0
-    packed = position_ids is not None and cache is None
-    if position_ids is None:
-        position_ids = xp.arange(past, past + length, dtype=xp.int64)[None, :]  # [1, T]
-    position_ids = xp.broadcast_to(position_ids, (batch, length))
-    mask = step_mask(h, attention_mask, position_ids, past, packed)
-
-    table_dtype = xp.float64 if h.dtype == xp.float64 else xp.float32
-    inv_freq, attention_scaling = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
-                                                   xp, table_dtype)
-    cos, sin = rope_cos_sin(position_ids, inv_freq, attention_scaling, h.dtype)  # [B, T, hd] each
-
+    mask, cos, sin = mask_and_rope_tables(h, config, attention_mask, position_ids, past,
+                                          packed=position_ids is not None and cache is None)
     hidden_states, attentions = [h], []
     for layer in range(config.num_hidden_layers):
         h, probs = decoder_layer(h, params, layer, config, cos, sin, mask, cache, attn_implementation,

@@ -15,6 +15,9 @@ Options of a trace (all off by default):
 Patterns are fnmatch globs (``*`` crosses dots: ``layers.*.out`` also matches ``layers.0.attn.out``),
 compiled regular expressions (matched in full) or predicates ``name -> bool``. ``LAYER_LEVEL`` selects
 one tensor a layer: ``trace(LAYER_LEVEL)``.
+
+The backward (``arcee_np.training.loss_and_gradients``) records the gradient of the loss with respect to
+each named intermediate under ``grad.`` + its name (``grad.layers.0.attn.q``), in backward order.
 """
 
 from __future__ import annotations
@@ -40,20 +43,37 @@ LAYER_LEVEL = re.compile(r"embed|layers\.\d+\.out|final_norm|logits")
 _LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")
 
 
-def trace_names(num_layers: int, logits: bool = True) -> list[str]:
-    """Every name a forward of a ``num_layers``-layer model records, in recording order."""
+GRAD_PREFIX = "grad."  # the gradient of the loss with respect to a named intermediate: "grad." + its name
+
+
+def trace_names(num_layers: int, logits: bool = True, gradients: bool = False) -> list[str]:
+    """Every name a forward of a ``num_layers``-layer model records, in recording order; with ``gradients``
+    followed by the names the backward records (``grad.`` + a forward name, in backward order)."""
     names = ["embed"] + [f"layers.{i}.{stage}" for i in range(num_layers) for stage in LAYER_STAGES]
-    return names + ["final_norm"] + (["logits"] if logits else [])
+    names += ["final_norm"] + (["logits"] if logits else [])
+    return names + ([GRAD_PREFIX + name for name in reversed(names)] if gradients else [])
 
 
 def split_name(name: str) -> tuple[int | None, str]:
-    """``"layers.3.attn.q"`` -> ``(3, "attn.q")``; a model-level name -> ``(None, name)``."""
-    match = _LAYER_NAME.fullmatch(name)
+    """``"layers.3.attn.q"`` -> ``(3, "attn.q")``; a model-level name -> ``(None, name)``; a gradient name
+    splits as the name it is the gradient of (``"grad.layers.3.attn.q"`` -> ``(3, "attn.q")``)."""
+    match = _LAYER_NAME.fullmatch(name[len(GRAD_PREFIX):] if is_gradient(name) else name)
     return (int(match.group(1)), match.group(2)) if match else (None, name)
 
 
+def is_gradient(name: str) -> bool:
+    """Whether ``name`` is a gradient's name (``grad.`` + a forward name)."""
+    return name.startswith(GRAD_PREFIX)
+
+
 def name_order_key(name: str) -> tuple:
-    """Sort key that puts names in recording order; names arcee_np does not record go last, by name."""
+    """Sort key that puts names in recording order: the forward's names, names arcee_np does not record (by
+    name), then the gradients in backward order (the reverse of the forward's)."""
+    if is_gradient(name):
+        forward = name_order_key(name[len(GRAD_PREFIX):])
+        if forward[0] == 4:
+            return (6, 0, 0, name)
+        return (5, -forward[0], -forward[1], -forward[2], "")
     layer, stage = split_name(name)
     if layer is not None and stage in LAYER_STAGES:
         return (1, layer, LAYER_STAGES.index(stage), "")
@@ -93,7 +113,7 @@ def _nonfinite_error(name, value, trace, previous) -> NonFiniteError:
 
 def _nonfinite_hint(name, dtype, previous) -> str:
     """The likely cause of the first non-finite tensor, from its name, dtype and its predecessor's size."""
-    stage = split_name(name)[1]
+    stage = "" if is_gradient(name) else split_name(name)[1]
     largest = 65504.0 if "float16" in str(dtype) else None
     if stage == "mlp.act" and largest is not None:
         return ("relu(x)**2 overflows float16 (max 65504) once x > 255.9: run this model in float32, "

@@ -33,6 +33,17 @@ Layout::
                                               casts lifted (tests/torch_reference.lifted_float32_casts)
     tests/golden/blocks/*.safetensors + *.json    per-block fixtures: RoPE, RMSNorm, one decoder layer
 
+Gradients (``python scripts/make_golden.py --gradients`` rewrites only ``tests/golden_gradients/``): for the
+checkpoints of the cases above and of the task heads in ``tests/golden_heads/`` (written by
+``scripts/make_golden_heads.py``; rerun this step after either script), the loss's ``.backward()`` in
+transformers (``eval()``; train mode with dropout 0 gives the same gradients, which the script asserts):
+``tests/golden_gradients/<case>/case.json`` (source checkpoint folder, class, call, tolerances),
+``inputs.safetensors`` (the inputs, with the labels or positions of the loss) and per dtype
+``gradients_float32.safetensors`` (transformers float32) / ``gradients_float64.safetensors`` (the checkpoint
+loaded in float64, transformers with its float32 casts lifted): ``loss`` plus every parameter's gradient
+under its state-dict name (``model.layers.0.mlp.up_proj.weight`` ...; a tied embedding once); and
+``optimizer.safetensors`` / ``optimizer.json``: torch's AdamW after clip_grad_norm_ with transformers' schedules.
+
 ``case.json["compare"]``: ``"all"`` compares every element; ``"mask"`` compares only valid rows, i.e. for
 ``[B, T, ...]`` tensors (logits, hidden_states) and ``attentions`` ``[B, H, T, S]`` the query rows t with
 ``attention_mask[b, t] == 1`` (the last T columns of the mask), and for cache tensors ``[B, KV, S, hd]``
@@ -41,6 +52,8 @@ the positions s with ``attention_mask[b, s] == 1``. Padded rows are implementati
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import math
 import os
@@ -54,7 +67,8 @@ import torch
 from safetensors.torch import save_file
 
 import transformers
-from transformers import ArceeConfig, ArceeForCausalLM
+from transformers import (ArceeConfig, ArceeForCausalLM, ArceeForQuestionAnswering, ArceeForSequenceClassification,
+                          ArceeForTokenClassification)
 from transformers.models.arcee.modeling_arcee import ArceeDecoderLayer, ArceeRMSNorm, ArceeRotaryEmbedding
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +82,8 @@ from torch_reference import (  # noqa: E402
 )
 
 GOLDEN = REPO / "tests" / "golden"
+GOLDEN_HEADS = REPO / "tests" / "golden_heads"
+GRADIENTS = REPO / "tests" / "golden_gradients"
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
                 "bfloat16": torch.bfloat16}
@@ -80,6 +96,9 @@ TOL_FLOAT16 = 1e-2
 # the products in the same order, so they agree bit for bit; one bfloat16 ulp (2**-7 relative) is allowed
 # so that a different BLAS summation order (a 1-ulp flip) does not fail, while a misplaced rounding does.
 TOL_BFLOAT16 = [1e-3, 2.0**-7]
+# gradients: |ours - transformers| <= atol + rtol * |transformers| elementwise (docs/numerics.md gives the measured gaps)
+TOL_GRAD_FLOAT32 = (1e-5, 1e-4)
+TOL_GRAD_FLOAT64_LIFTED = (1e-10, 0.0)
 
 BASE_CONFIG = dict(
     vocab_size=80,
@@ -849,13 +868,204 @@ def decoder_layer_block():
 
 
 # --------------------------------------------------------------------------------------------------
+# gradients
+
+HEAD_CLASSES = {"ArceeForCausalLM": ArceeForCausalLM, "ArceeForSequenceClassification": ArceeForSequenceClassification,
+                "ArceeForQuestionAnswering": ArceeForQuestionAnswering,
+                "ArceeForTokenClassification": ArceeForTokenClassification}
+
+
+def transformers_gradients(folder: Path, cls_name: str, dtype: str, inputs: dict, call: dict,
+                           train_mode: bool = False) -> dict:
+    """``loss`` and every parameter's ``.grad`` (state-dict names; zeros where autograd left None) after
+    ``loss.backward()``: transformers in ``dtype`` (float64 with its float32 casts lifted), eager, eval()."""
+    lifted = dtype == "float64"
+    with lifted_float32_casts() if lifted else contextlib.nullcontext():
+        model = HEAD_CLASSES[cls_name].from_pretrained(folder, dtype=TORCH_DTYPES[dtype], attn_implementation="eager")
+        model.train() if train_mode else model.eval()
+        if train_mode:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        out = model(**tensor_inputs(inputs), **call)
+        out.loss.backward()
+    grads = {"loss": out.loss.detach().clone()}
+    for name, p in model.named_parameters():  # a tied embedding is listed once, as model.embed_tokens.weight
+        grads[name] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+    return grads
+
+
+# float32 cases whose checkpoints are also differentiated in float64 (lifted): every feature once, the rest
+# of the float32 cases differ only in inputs or file layout
+FLOAT64_GRADIENT_CASES = ("act_gelu", "act_gelu_pytorch_tanh", "act_relu", "act_silu", "biases", "head_dim_differs",
+                          "inputs_embeds", "left_padding", "mqa", "packed_sequences", "tied_embeddings",
+                          "yarn_defaults", "yarn_explicit")
+
+
+def gradient_sources() -> list[dict]:
+    """The configurations that get gradient fixtures: every golden case (but float16) and every task head."""
+    sources = []
+    for name in json.loads((GOLDEN / "meta.json").read_text())["cases"]:
+        case_json = json.loads((GOLDEN / name / "case.json").read_text())
+        if case_json["dtype"] == "float16":
+            continue  # float16 gradients would test NumPy's float16 matrix products, not the backward
+        raw = {k: v.clone() for k, v in _load_tensors(GOLDEN / name / "inputs.safetensors").items()}
+        if "full" in case_json:  # kv_cache: the uncached forward over all tokens
+            raw = {k: raw[f"full.{k}"] for k in case_json["full"]["inputs"]}
+        inputs = {k: raw[k] for k in ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "labels")
+                  if k in raw}
+        if "labels" not in inputs:
+            inputs["labels"] = _default_labels(name, inputs)
+        call = {"use_cache": case_json["call"].get("use_cache", True)} if "full" not in case_json else {
+            "use_cache": False}
+        dtypes = ["float64"] if case_json["dtype"] == "float64" else ["float32"] + (
+            ["float64"] if name in FLOAT64_GRADIENT_CASES else [])
+        sources.append({"name": name, "source": f"golden/{name}", "class": "ArceeForCausalLM", "inputs": inputs,
+                        "call": call, "dtypes": dtypes, "description": case_json["description"]})
+    for name in json.loads((GOLDEN_HEADS / "meta.json").read_text())["cases"]:
+        folder = GOLDEN_HEADS / name
+        if not (folder / "case.json").exists():
+            continue
+        case_json = json.loads((folder / "case.json").read_text())
+        if case_json.get("kind") != "head":
+            continue
+        inputs = {k: v.clone() for k, v in _load_tensors(folder / "inputs.safetensors").items()}
+        sources.append({"name": f"heads_{name}", "source": f"golden_heads/{name}", "class": case_json["class"],
+                        "inputs": inputs, "call": case_json["call"], "dtypes": ["float32", "float64"],
+                        "description": case_json["description"]})
+    return sources
+
+
+def _load_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _default_labels(name: str, inputs: dict) -> torch.Tensor:
+    """input_ids as labels with padding ignored (-100); random ids when the case feeds inputs_embeds."""
+    if "input_ids" in inputs:
+        labels = inputs["input_ids"].clone()
+    else:
+        batch, length = inputs["inputs_embeds"].shape[:2]
+        labels = random_ids(torch.Generator().manual_seed(seed_of(name) + 2), (batch, length), BASE_CONFIG["vocab_size"])
+    if "attention_mask" in inputs:
+        labels[inputs["attention_mask"] == 0] = -100
+    return labels
+
+
+OPTIMIZER_RUNS = {  # name: (dtype, AdamW arguments, clip max_norm, schedule, schedule arguments)
+    "float64_cosine": ("float64", dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),
+    "float64_linear": ("float64", dict(lr=1e-2, betas=(0.8, 0.999), eps=1e-6, weight_decay=0.0), 0.5, "linear", {}),
+    "float64_min_lr": ("float64", dict(lr=5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01), 100.0, "cosine_min_lr",
+                       {"min_lr_rate": 0.1}),
+    "float64_beta1_0": ("float64", dict(lr=1e-2, betas=(0.0, 0.99), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),
+    "float32_cosine": ("float32", dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),
+}
+OPTIMIZER_SHAPES = {"w": (6, 5), "e": (4, 3), "b": (5,)}  # "b" is in a group without weight decay
+OPTIMIZER_STEPS, OPTIMIZER_WARMUP = 8, 3
+
+
+def optimizer_fixtures() -> None:
+    """torch.optim.AdamW (two groups: "b" without decay) after clip_grad_norm_, with a transformers schedule,
+    over 8 steps of seeded gradients: tests/golden_gradients/optimizer.safetensors + optimizer.json."""
+    from transformers import (get_cosine_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup,
+                              get_linear_schedule_with_warmup)
+
+    schedules = {"cosine": get_cosine_schedule_with_warmup, "linear": get_linear_schedule_with_warmup,
+                 "cosine_min_lr": get_cosine_with_min_lr_schedule_with_warmup}
+    tensors, runs = {}, {}
+    for name, (dtype, adamw, max_norm, schedule, extra) in OPTIMIZER_RUNS.items():
+        gen = torch.Generator().manual_seed(seed_of(name))
+        params = {k: torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=torch.float64).to(TORCH_DTYPES[dtype]))
+                  for k, shape in OPTIMIZER_SHAPES.items()}
+        for k, p in params.items():
+            tensors[f"{name}.start.{k}"] = p.detach().clone()
+        optimizer = torch.optim.AdamW([{"params": [params["w"], params["e"]]},
+                                       {"params": [params["b"]], "weight_decay": 0.0}], **adamw)
+        scheduler = schedules[schedule](optimizer, OPTIMIZER_WARMUP, OPTIMIZER_STEPS, **extra)
+        lrs, norms = [], []
+        for step in range(OPTIMIZER_STEPS):
+            for k, p in params.items():
+                p.grad = (3 * torch.randn(p.shape, generator=gen, dtype=torch.float64)).to(p.dtype)
+                tensors[f"{name}.step{step}.grad.{k}"] = p.grad.clone()
+            norms.append(torch.nn.utils.clip_grad_norm_(list(params.values()), max_norm).item())
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+            for k, p in params.items():
+                tensors[f"{name}.step{step}.param.{k}"] = p.detach().clone()
+        runs[name] = {"dtype": dtype, "adamw": adamw, "max_norm": max_norm, "schedule": schedule,
+                      "schedule_arguments": extra, "warmup": OPTIMIZER_WARMUP, "steps": OPTIMIZER_STEPS,
+                      "no_decay": ["b"], "lr": lrs, "clip_norm": norms,
+                      "tolerance": 1e-12 if dtype == "float64" else 1e-6}
+    save_tensors(GRADIENTS / "optimizer.safetensors", tensors)
+    (GRADIENTS / "optimizer.json").write_text(json.dumps({
+        "description": f"torch {torch.__version__} AdamW after torch.nn.utils.clip_grad_norm_, learning rates from "
+                       f"transformers {transformers.__version__} schedules (LambdaLR): <run>.start.<name>, per step "
+                       "<run>.step<k>.grad.<name> (before clipping) and <run>.step<k>.param.<name> (after the step); "
+                       "lr and clip_norm per step below", "runs": runs}, indent=2) + "\n")
+
+
+def gradient_fixtures() -> list[str]:
+    if GRADIENTS.exists():
+        shutil.rmtree(GRADIENTS)
+    GRADIENTS.mkdir(parents=True)
+    v = transformers.__version__
+    names = []
+    for src in gradient_sources():
+        folder = REPO / "tests" / src["source"]
+        out = GRADIENTS / src["name"]
+        out.mkdir()
+        save_tensors(out / "inputs.safetensors", src["inputs"])
+        expectations = {}
+        for dtype in src["dtypes"]:
+            inputs = {k: (t.to(TORCH_DTYPES[dtype]) if t.is_floating_point() else t)
+                      for k, t in src["inputs"].items()}
+            grads = transformers_gradients(folder, src["class"], dtype, inputs, src["call"])
+            assert all(torch.isfinite(g).all() for g in grads.values()), src["name"]
+            if dtype == "float32" and src["class"] == "ArceeForCausalLM" and src["name"] == "labels":
+                trained = transformers_gradients(folder, src["class"], dtype, inputs, src["call"], train_mode=True)
+                assert all(torch.equal(trained[k], grads[k]) for k in grads), "train() and eval() gradients differ"
+            file = f"gradients_{dtype}.safetensors"
+            save_tensors(out / file, grads)
+            tol = TOL_GRAD_FLOAT32 if dtype == "float32" else TOL_GRAD_FLOAT64_LIFTED
+            reference = (f"transformers {v} float32 eager, loss.backward()" if dtype == "float32" else
+                         f"transformers {v} float64 eager with its float32 casts lifted "
+                         "(tests/torch_reference.lifted_float32_casts), loss.backward()")
+            expectations[dtype] = {"file": file, "atol": tol[0], "rtol": tol[1], "reference": reference,
+                                   "tensors": sorted(grads)}
+        case = {"description": src["description"], "source": src["source"], "class": src["class"],
+                "call": src["call"], "inputs": sorted(src["inputs"]), "expectations": expectations}
+        (out / "case.json").write_text(json.dumps(case, indent=2) + "\n")
+        names.append(src["name"])
+        print(f"  gradients {src['name']}: {', '.join(src['dtypes'])}")
+    optimizer_fixtures()
+    meta = {"transformers": v, "torch": torch.__version__, "python": platform.python_version(),
+            "generated_by": "scripts/make_golden.py --gradients", "cases": names,
+            "optimizer": "optimizer.safetensors + optimizer.json"}
+    (GRADIENTS / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    total = sum(p.stat().st_size for p in GRADIENTS.rglob("*") if p.is_file())
+    print(f"{len(names)} gradient cases, {total / 1e6:.2f} MB in {GRADIENTS.relative_to(REPO)}")
+    return names
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Write the golden fixtures with transformers.")
+    parser.add_argument("--gradients", action="store_true", help="rewrite only tests/golden_gradients/ (from the "
+                        "committed checkpoints of tests/golden/ and tests/golden_heads/)")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.gradients:
+        gradient_fixtures()
+        return
     if GOLDEN.exists():
         shutil.rmtree(GOLDEN)
     (GOLDEN / "blocks").mkdir(parents=True)
@@ -884,6 +1094,7 @@ def main() -> None:
     total = sum(p.stat().st_size for p in GOLDEN.rglob("*") if p.is_file())
     print(f"{len(names)} cases, {total / 1e6:.2f} MB in {GOLDEN.relative_to(REPO)}")
     assert total < 5e6, total
+    gradient_fixtures()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Checked: every golden case (CuPy vs NumPy within the design's tolerances: 1e-4 f
 case's own 1e-2 float16; and CuPy vs transformers' expected tensors at the case's tolerance), the KV-cache
 step cases, a random model with padding, hidden states, attentions and loss, inputs given as CuPy arrays
 (the big ones never copied to the host), weights handed over on the GPU without a copy, the cache living on
-the GPU, bfloat16 checkpoints loaded as float16, and greedy generation equal token for token in float32.
+the GPU, bfloat16 checkpoints loaded as float16, greedy generation equal token for token in float32, and the
+backward (gradients on CuPy equal to NumPy's and to the gradient fixtures).
 """
 
 from __future__ import annotations
@@ -263,3 +264,23 @@ def test_sampling_runs_on_the_gpu(rng):
                                 repetition_penalty=1.2, seed=0))
     assert out.shape == (2, 11) and ((out >= 0) & (out < config.vocab_size)).all()
     np.testing.assert_array_equal(out[:, :5], ids)
+
+
+# ------------------------------------------------------------------------------------------ gradients
+
+
+@pytest.mark.parametrize("name,dtype", [("left_padding", "float32"), ("tied_embeddings", "float64"),
+                                        ("heads_question_answering", "float32"), ("float64_yarn", "float64")])
+def test_gradients_on_cupy(name, dtype):
+    """The backward on the GPU: every gradient on CuPy, equal to NumPy's and within the fixtures' tolerance."""
+    from test_gradients_golden import CASES, GRADIENTS, gradients_of, worst_excess
+
+    loss, grads = gradients_of(name, dtype, device="cuda")
+    assert all(_on_gpu(g) for g in grads.values()) and _on_gpu(loss)
+    _, host = gradients_of(name, dtype)
+    for key, value in grads.items():
+        assert np.abs(to_numpy(value) - host[key]).max() <= SAME_BACKEND_TOL[dtype], key
+    spec = CASES[name]["expectations"][dtype]
+    key, error, margin = worst_excess(dict(grads, loss=loss), load_file(str(GRADIENTS / name / spec["file"])),
+                                      spec["atol"], spec["rtol"])
+    assert margin <= 0, f"{name} {dtype} on CuPy: {key} max abs error {error:.3g}"

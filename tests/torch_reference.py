@@ -17,7 +17,8 @@ What is here:
 
   and, outside the modeling file,
 
-  4. ``loss_utils.ForCausalLMLoss``: ``logits.float()`` (for float64 logits this is a *down*-cast).
+  4. ``loss_utils.ForCausalLMLoss`` and ``loss_utils.ForTokenClassification``: ``logits.float()`` (for float64
+     logits this is a *down*-cast).
 
   Inside the context all four compute in ``promote_types(input dtype, float32)``: float64 stays
   float64, while float32 and float16 models behave exactly as without the patch. Everything is
@@ -155,13 +156,30 @@ def _make_lifted_causal_lm_loss(original):
     return ForCausalLMLoss
 
 
+def _make_lifted_token_classification_loss(original):
+    def ForTokenClassification(logits, labels, config, **kwargs):
+        if _compute_dtype(logits.dtype) == torch.float32:
+            return original(logits, labels, config, **kwargs)
+        # same as transformers, without the `logits.float()` down-cast
+        logits = logits.view(-1, config.num_labels)
+        labels = labels.view(-1).to(logits.device)
+        return loss_utils.fixed_cross_entropy(logits, labels, **kwargs)
+
+    return ForTokenClassification
+
+
+_LIFTED_LOSSES = {"ForCausalLM": _make_lifted_causal_lm_loss,
+                  "ForTokenClassification": _make_lifted_token_classification_loss}
+
+
 @contextlib.contextmanager
 def lifted_float32_casts(rms_norm: bool = True, rope: bool = True, softmax: bool = True, loss: bool = True):
     """Lift transformers' float32 casts in Arcee so that float64 models compute in float64 throughout.
 
     Patches (and restores on exit) ``ArceeRMSNorm.forward``, ``ArceeRotaryEmbedding.forward``
     (float64 inv_freq/angles/cos/sin), ``modeling_arcee.eager_attention_forward`` (softmax dtype) and
-    ``LOSS_MAPPING["ForCausalLM"]`` (no ``logits.float()``). Float32/float16 models are unaffected.
+    ``LOSS_MAPPING["ForCausalLM"]`` / ``["ForTokenClassification"]`` (no ``logits.float()``). Float32/float16
+    models are unaffected.
     Use with ``attn_implementation="eager"``; build/load the model inside or outside the context.
     """
     saved = []
@@ -180,14 +198,14 @@ def lifted_float32_casts(rms_norm: bool = True, rope: bool = True, softmax: bool
             patch(modeling_arcee, "eager_attention_forward", _lifted_eager_attention_forward)
         if loss:
             mapping = loss_utils.LOSS_MAPPING
-            original_loss = mapping["ForCausalLM"]
-            saved.append((mapping, "__item__ForCausalLM", original_loss))
-            mapping["ForCausalLM"] = _make_lifted_causal_lm_loss(original_loss)
+            for key, make_lifted in _LIFTED_LOSSES.items():
+                saved.append((mapping, f"__item__{key}", mapping[key]))
+                mapping[key] = make_lifted(mapping[key])
         yield
     finally:
         for obj, name, value in reversed(saved):
-            if name == "__item__ForCausalLM":
-                obj["ForCausalLM"] = value
+            if name.startswith("__item__"):
+                obj[name[len("__item__"):]] = value
             else:
                 setattr(obj, name, value)
 

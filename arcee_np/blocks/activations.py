@@ -75,3 +75,55 @@ ACTIVATIONS = {
     "gelu": gelu,
     "gelu_pytorch_tanh": gelu_pytorch_tanh,
 }
+
+
+# ---------------------------------------------------------------------------------------------- backward
+# Each ``<name>_backward(grad, x)`` is the vector-Jacobian product of the activation at its input ``x``:
+# ``dx = grad * act'(x)``, written as torch's autograd kernels write it. grad, x: the same shape.
+
+
+def relu2_backward(grad, x):
+    """``dx = grad * 2 relu(x)`` (the derivative of ``relu(x)**2``)."""
+    return grad * (2.0 * relu(x))
+
+
+def relu_backward(grad, x):
+    """``dx = grad`` where ``x > 0``, else 0."""
+    xp = array_namespace(grad, x)
+    return xp.where(x > 0, grad, xp.zeros_like(grad))
+
+
+def silu_backward(grad, x):
+    """``dx = grad * s (1 + x (1 - s))`` with ``s = sigmoid(x)``."""
+    xp = array_namespace(grad, x)
+    s = 1.0 / (1.0 + xp.exp(-x))
+    return grad * (s * (1.0 + x * (1.0 - s)))
+
+
+def gelu_backward(grad, x):
+    """``dx = grad * (Phi(x) + x phi(x))``: ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``, ``phi(x) = exp(-x^2/2) / sqrt(2 pi)``."""
+    xp = array_namespace(grad, x)
+    cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+    pdf = xp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+    return grad * (cdf + x * pdf)
+
+
+def gelu_pytorch_tanh_backward(grad, x):
+    """``dx = grad * ((1 + t) / 2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))``,
+    ``t = tanh(sqrt(2/pi) (x + 0.044715 x^3))``."""
+    xp = array_namespace(grad, x)
+    beta, kappa = math.sqrt(2.0 / math.pi), 0.044715
+    square = x * x
+    t = xp.tanh(beta * (x + kappa * square * x))
+    left_derivative = 0.5 * (1.0 + t)
+    right_derivative = 0.5 * x * (1.0 - t * t) * (beta * (1.0 + 3.0 * kappa * square))
+    return grad * (left_derivative + right_derivative)
+
+
+ACTIVATION_BACKWARDS = {
+    "relu2": relu2_backward,
+    "relu": relu_backward,
+    "silu": silu_backward,
+    "gelu": gelu_backward,
+    "gelu_pytorch_tanh": gelu_pytorch_tanh_backward,
+}

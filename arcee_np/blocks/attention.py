@@ -87,3 +87,46 @@ def attention(q, k, v, mask, scaling, tap=None):
         tap("scores", scores)
         tap("probs", probs)
     return attention_output(probs, v), probs
+
+
+def attention_backward(grad_out, q, k, v, probs, out, scaling, tap=None):
+    """The vector-Jacobian product of eager attention ``O = softmax(q k^T * scaling + mask) v``.
+
+    With ``P`` the probabilities and ``dO`` the output gradient, per head:
+
+    * ``dV = P^T dO`` and ``dP = dO V^T``;
+    * softmax: ``dS = P * (dP - sum_s P dP)``, in float32 (float64 stays float64); the row sum equals
+      ``sum_d dO O``, which is cheaper ([T, hd] instead of [T, S]); masked keys have ``P = 0``, so no
+      gradient reaches them (the additive mask itself gets none);
+    * ``dq = dS k * scaling`` and ``dk = dS^T q * scaling``.
+
+    The ``H / KV`` query heads of a group are stacked as in the forward, so ``dk`` and ``dv`` come out summed
+    over each KV head's query group.
+
+    grad_out, out: [B, T, H * hd] (the forward's output and its gradient); q: [B, H, T, hd];
+    k, v: [B, KV, S, hd]; probs: [B, H, T, S]; scaling: float; tap: optional ``tap(name, array)`` shown
+    ``"probs"`` (dP) and ``"scores"`` (dS), both [B, H, T, S]. Returns (dq [B, H, T, hd], dk, dv [B, KV, S, hd]).
+    """
+    xp = array_namespace(grad_out, q, k, v, probs)
+    batch, heads, length, head_dim = q.shape
+    kv_heads, key_length = k.shape[1], k.shape[2]
+    group = heads // kv_heads * length
+
+    def grouped_heads(x):  # [B, T, H*hd] -> [B, KV, n_rep*T, hd]
+        x = xp.permute_dims(xp.reshape(x, (batch, length, heads, head_dim)), (0, 2, 1, 3))  # [B, H, T, hd]
+        return xp.reshape(x, (batch, kv_heads, group, head_dim))
+
+    d_out, out = grouped_heads(grad_out), grouped_heads(out)
+    p = xp.reshape(probs, (batch, kv_heads, group, key_length))  # [B, KV, n_rep*T, S]
+    dv = xp.matrix_transpose(p) @ d_out  # [B, KV, S, hd]
+    dp = d_out @ xp.matrix_transpose(v)  # [B, KV, n_rep*T, S]
+    work = p.dtype if p.dtype == xp.float64 else xp.float32
+    row = xp.sum(xp.astype(d_out * out, work, copy=False), axis=-1, keepdims=True)  # [B, KV, n_rep*T, 1]
+    ds = xp.astype(p, work, copy=False) * (xp.astype(dp, work, copy=False) - row)
+    ds = xp.astype(ds, q.dtype, copy=False)
+    if tap is not None:
+        tap("probs", xp.reshape(dp, probs.shape))
+        tap("scores", xp.reshape(ds, probs.shape))
+    dq = (ds @ k) * scaling  # [B, KV, n_rep*T, hd]
+    dk = (xp.matrix_transpose(ds) @ xp.reshape(q, (batch, kv_heads, group, head_dim))) * scaling  # [B, KV, S, hd]
+    return xp.reshape(dq, (batch, heads, length, head_dim)), dk, dv

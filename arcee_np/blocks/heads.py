@@ -2,7 +2,7 @@
 
 from .namespace import array_namespace
 
-from .linear import linear
+from .linear import linear, linear_backward
 
 
 def keep_positions(hidden, logits_to_keep):
@@ -54,3 +54,51 @@ def split_start_end(logits):
     logits: [B, T, 2] (the ``qa_outputs`` projection). Returns (start_logits [B, T], end_logits [B, T]).
     """
     return logits[..., 0], logits[..., 1]
+
+
+# ---------------------------------------------------------------------------------------------- backward
+
+
+def keep_positions_backward(grad, length, logits_to_keep):
+    """The vector-Jacobian product of keep_positions: the kept rows' gradients back in place, 0 elsewhere.
+
+    grad: [B, T', D]; length: T (the full sequence length); logits_to_keep: as for keep_positions (an int,
+    or a 1-D integer array; a position kept twice collects both gradients). Returns [B, T, D].
+    """
+    xp = array_namespace(grad)
+    batch, kept, features = grad.shape
+    if isinstance(logits_to_keep, int):
+        if kept == length:
+            return grad
+        return xp.concat([xp.zeros((batch, length - kept, features), dtype=grad.dtype), grad], axis=1)
+    chosen = xp.astype(xp.arange(length)[None, :] == xp.astype(logits_to_keep, xp.int64)[:, None], grad.dtype)
+    return xp.matrix_transpose(chosen) @ grad  # [T, T'] @ [B, T', D] -> [B, T, D]
+
+
+def lm_head_backward(grad, hidden, weight, logits_to_keep=0):
+    """The vector-Jacobian product of lm_head: ``dhidden = keep^T(grad @ weight)``, ``dweight = grad^T h``.
+
+    grad: [B, T', V]; hidden: [B, T, D]; weight: [V, D]. With tied embeddings ``dweight`` is the head's share
+    of the embedding matrix's gradient (add the embedding's own). Returns (dhidden [B, T, D], dweight [V, D]).
+    """
+    dkept, dweight, _ = linear_backward(grad, keep_positions(hidden, logits_to_keep), weight)
+    return keep_positions_backward(dkept, hidden.shape[1], logits_to_keep), dweight
+
+
+def pool_positions_backward(grad, index, length):
+    """The vector-Jacobian product of pool_positions: row ``b``'s gradient at position ``index[b]``, 0 elsewhere.
+
+    grad: [B, C]; index: [B] integers in [0, T); length: T. Returns [B, T, C].
+    """
+    xp = array_namespace(grad, index)
+    chosen = xp.arange(length)[None, :] == xp.astype(index, xp.int64)[:, None]  # [B, T]
+    return xp.where(chosen[:, :, None], grad[:, None, :], xp.zeros((), dtype=grad.dtype))
+
+
+def split_start_end_backward(grad_start, grad_end):
+    """The vector-Jacobian product of split_start_end: the two gradients stacked back into [B, T, 2].
+
+    grad_start, grad_end: [B, T]. Returns [B, T, 2].
+    """
+    xp = array_namespace(grad_start, grad_end)
+    return xp.stack([grad_start, grad_end], axis=-1)

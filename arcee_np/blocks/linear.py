@@ -51,3 +51,46 @@ def tiled_product(rows, weight):
         stop = min(start + step, out_features)
         y[:, start:stop] = rows @ weight.widened_rows(start, stop).T  # [N, stop - start]
     return y
+
+
+def linear_backward(grad, x, weight, has_bias=False):
+    """The vector-Jacobian product of ``y = x @ weight.T (+ bias)``.
+
+    ``dx = grad @ weight``, ``dweight = grad^T x`` (summed over every leading position),
+    ``dbias = sum of grad over the leading axes``.
+
+    grad: [..., out]; x: [..., in]; weight: [out, in], an array or a stored weight (as for ``linear``);
+    has_bias: whether the forward added a bias. The products run in the compute dtype (float32 for
+    float16/bfloat16 activations, as the forward's); with a stored weight ``dx`` sums the products of
+    ``grad``'s column tiles with widened tiles of the weight's rows, so no widened copy of the matrix is held.
+    Returns (dx [..., in], dweight [out, in], dbias [out] or None), in x's dtype.
+    """
+    xp = array_namespace(grad, x)
+    work = product_dtype(xp, x.dtype)
+    rows = as_dtype(xp.reshape(grad, (-1, grad.shape[-1])), work)  # [N, out]
+    inputs = as_dtype(xp.reshape(x, (-1, x.shape[-1])), work)  # [N, in]
+    if hasattr(weight, "widened_rows"):
+        dx = tiled_input_gradient(rows, weight)
+    else:
+        dx = rows @ as_dtype(weight, work)  # [N, in]
+    dweight = xp.matrix_transpose(rows) @ inputs  # [out, in]
+    dbias = as_dtype(xp.sum(rows, axis=0), x.dtype) if has_bias else None
+    return xp.reshape(as_dtype(dx, x.dtype), x.shape), as_dtype(dweight, x.dtype), dbias
+
+
+def tiled_input_gradient(rows, weight):
+    """``rows @ weight`` for a stored weight: the sum over tiles of weight rows of ``rows[:, tile] @ tile``.
+
+    rows: [N, out] in the compute dtype; weight: a stored weight [out, in]. Returns [N, in].
+    """
+    out_features, in_features = weight.shape
+    step = row_tile(in_features)
+    total = None
+    for start in range(0, out_features, step):
+        stop = min(start + step, out_features)
+        part = rows[:, start:stop] @ weight.widened_rows(start, stop)  # [N, in]
+        if total is None:
+            total = part
+        else:
+            total += part
+    return total

@@ -80,16 +80,22 @@ def sequence_classification_loss(pooled_logits, labels, problem_type):
 
     pooled_logits: [B, C]. Returns a 0-d array.
     """
+    prediction, target, (loss, _) = _sequence_classification_terms(pooled_logits, labels, problem_type)
+    return loss(prediction, target)
+
+
+def _sequence_classification_terms(pooled_logits, labels, problem_type):
+    """``(prediction, target, (loss, loss_backward))`` of a problem type, as sequence_classification_loss
+    describes it (regression with one label compares flattened [B] vectors, as transformers squeezes both)."""
     xp = array_namespace(pooled_logits, labels)
-    batch, classes = pooled_logits.shape
     if problem_type == "regression":
-        if classes == 1:  # transformers squeezes both sides
-            return mse_loss(xp.reshape(pooled_logits, (-1,)), xp.reshape(labels, (-1,)))
-        return mse_loss(pooled_logits, labels)
+        if pooled_logits.shape[1] == 1:
+            return xp.reshape(pooled_logits, (-1,)), xp.reshape(labels, (-1,)), (mse_loss, mse_loss_backward)
+        return pooled_logits, labels, (mse_loss, mse_loss_backward)
     if problem_type == "single_label_classification":
-        return cross_entropy(pooled_logits, xp.reshape(labels, (-1,)))
+        return pooled_logits, xp.reshape(labels, (-1,)), (cross_entropy, cross_entropy_backward)
     if problem_type == "multi_label_classification":
-        return bce_with_logits(pooled_logits, labels)
+        return pooled_logits, labels, (bce_with_logits, bce_with_logits_backward)
     raise ValueError(f"unknown problem_type {problem_type!r}; use 'regression', 'single_label_classification' "
                      f"or 'multi_label_classification'.")
 
@@ -102,14 +108,17 @@ def question_answering_loss(start_logits, end_logits, start_positions, end_posit
     start_logits, end_logits: [B, T]; start_positions, end_positions: [B] (or [B, 1]) integers.
     Returns a 0-d array.
     """
-    xp = array_namespace(start_logits, start_positions)
     ignored = start_logits.shape[1]
+    start_loss = cross_entropy(start_logits, span_targets(start_positions, ignored), ignore_index=ignored)
+    end_loss = cross_entropy(end_logits, span_targets(end_positions, ignored), ignore_index=ignored)
+    return (start_loss + end_loss) / 2
 
-    def one_side(logits, positions):
-        positions = xp.clip(xp.reshape(xp.astype(positions, xp.int64), (-1,)), 0, ignored)  # [B]
-        return cross_entropy(logits, positions, ignore_index=ignored)
 
-    return (one_side(start_logits, start_positions) + one_side(end_logits, end_positions)) / 2
+def span_targets(positions, length):
+    """Question answering's targets: positions flattened to [B] and clamped to [0, T]; T (past the end)
+    is the ignore index. positions: [B] or [B, 1] integers; length: T. Returns [B] int64."""
+    xp = array_namespace(positions)
+    return xp.clip(xp.reshape(xp.astype(positions, xp.int64), (-1,)), 0, length)
 
 
 def token_classification_loss(logits, labels, ignore_index=IGNORE_INDEX):
@@ -120,3 +129,105 @@ def token_classification_loss(logits, labels, ignore_index=IGNORE_INDEX):
     xp = array_namespace(logits, labels)
     classes = logits.shape[-1]
     return cross_entropy(xp.reshape(logits, (-1, classes)), xp.reshape(labels, (-1,)), ignore_index)
+
+
+# ---------------------------------------------------------------------------------------------- backward
+# The backward pass starts at the loss, so each ``*_backward`` takes the loss's inputs and returns
+# ``(loss, gradient)``: the loss value (equal to the forward function's) and the gradient of that loss
+# with respect to the logits (or predictions), in the logits' dtype.
+
+
+def cross_entropy_backward(logits, labels, ignore_index=IGNORE_INDEX):
+    """cross_entropy and its gradient: ``dlogits = (softmax(logits) - onehot(label)) / n`` on the n counted rows,
+    0 on ignored rows (every row ignored: loss NaN, gradient 0, as PyTorch's).
+
+    Computed in float32 (float64 stays float64). logits: [N, C]; labels: [N] integers.
+    Returns (loss 0-d, dlogits [N, C]).
+    """
+    xp = array_namespace(logits, labels)
+    work = logits if logits.dtype == xp.float64 else xp.astype(logits, xp.float32, copy=False)
+    counted = labels != ignore_index  # [N]
+    safe = xp.astype(xp.where(counted, labels, xp.zeros_like(labels)), xp.int64)  # [N] any valid index where ignored
+    count = xp.sum(xp.astype(counted, work.dtype))
+    shifted = work - xp.max(work, axis=-1, keepdims=True)  # [N, C]
+    picked = xp.take_along_axis(shifted, safe[:, None], axis=1)[:, 0]  # [N]
+    grad = xp.exp(shifted)
+    del shifted
+    total = xp.sum(grad, axis=-1, keepdims=True)  # [N, 1]
+    nll = xp.log(total[:, 0]) - picked
+    loss = xp.sum(xp.where(counted, nll, xp.zeros_like(nll))) / count
+    scale = xp.where(counted, 1.0 / xp.maximum(count, xp.ones_like(count)), xp.zeros_like(nll))[:, None]  # [N, 1]
+    grad *= scale / total  # softmax / n on counted rows
+    target = xp.arange(logits.shape[1], dtype=xp.int64)[None, :] == safe[:, None]  # [N, C] one-hot of the label
+    grad = xp.where(target, grad - scale, grad)  # minus the one-hot / n
+    return loss, xp.astype(grad, logits.dtype, copy=False)
+
+
+def causal_lm_loss_backward(logits, labels, ignore_index=IGNORE_INDEX):
+    """causal_lm_loss and its gradient: the labels shifted left by one and padded with ``ignore_index``
+    (as transformers shifts them), so every position's logits take part and the last gets gradient 0.
+
+    logits: [B, T, V]; labels: [B, T]. Returns (loss 0-d, dlogits [B, T, V]).
+    """
+    xp = array_namespace(logits, labels)
+    batch, length, vocab = logits.shape
+    pad = xp.full((batch, 1), ignore_index, dtype=labels.dtype)
+    shifted_labels = xp.concat([labels[:, 1:], pad], axis=1)  # [B, T]: position t is scored against label t + 1
+    loss, grad = cross_entropy_backward(xp.reshape(logits, (-1, vocab)), xp.reshape(shifted_labels, (-1,)),
+                                        ignore_index)
+    return loss, xp.reshape(grad, (batch, length, vocab))
+
+
+def mse_loss_backward(prediction, target):
+    """mse_loss and its gradient ``2 (prediction - target) / n``. prediction, target: the same shape.
+    Returns (loss 0-d, dprediction)."""
+    xp = array_namespace(prediction, target)
+    dtype = _loss_dtype(xp, prediction)
+    diff = xp.astype(prediction, dtype) - xp.astype(target, dtype)
+    grad = (2.0 / diff.size) * diff if diff.size else diff
+    return xp.mean(diff * diff), xp.astype(grad, prediction.dtype, copy=False)
+
+
+def bce_with_logits_backward(logits, targets):
+    """bce_with_logits and its gradient ``(sigmoid(x) - y) / n`` (sigmoid from ``exp(-|x|)``, which cannot
+    overflow). logits, targets: the same shape. Returns (loss 0-d, dlogits)."""
+    xp = array_namespace(logits, targets)
+    dtype = _loss_dtype(xp, logits)
+    x, y = xp.astype(logits, dtype), xp.astype(targets, dtype)
+    small = xp.exp(-xp.abs(x))
+    sigmoid = xp.where(x >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
+    loss = xp.mean(xp.maximum(x, xp.zeros_like(x)) - x * y + xp.log1p(small))
+    return loss, xp.astype((sigmoid - y) / x.size, logits.dtype, copy=False)
+
+
+def sequence_classification_loss_backward(pooled_logits, labels, problem_type):
+    """sequence_classification_loss and its gradient with respect to the pooled logits.
+
+    pooled_logits: [B, C]; labels and problem_type as for sequence_classification_loss.
+    Returns (loss 0-d, dpooled [B, C]).
+    """
+    xp = array_namespace(pooled_logits, labels)
+    prediction, target, (_, loss_backward) = _sequence_classification_terms(pooled_logits, labels, problem_type)
+    loss, grad = loss_backward(prediction, target)
+    return loss, xp.reshape(grad, pooled_logits.shape)
+
+
+def question_answering_loss_backward(start_logits, end_logits, start_positions, end_positions):
+    """question_answering_loss and its gradients: each side's cross-entropy gradient, halved.
+
+    start_logits, end_logits: [B, T]; positions: [B] (or [B, 1]) integers, clamped to [0, T], T ignored.
+    Returns (loss 0-d, dstart [B, T], dend [B, T]).
+    """
+    ignored = start_logits.shape[1]
+    start_loss, d_start = cross_entropy_backward(start_logits, span_targets(start_positions, ignored), ignored)
+    end_loss, d_end = cross_entropy_backward(end_logits, span_targets(end_positions, ignored), ignored)
+    return (start_loss + end_loss) / 2, d_start / 2, d_end / 2
+
+
+def token_classification_loss_backward(logits, labels, ignore_index=IGNORE_INDEX):
+    """token_classification_loss and its gradient. logits: [B, T, C]; labels: [B, T].
+    Returns (loss 0-d, dlogits [B, T, C])."""
+    xp = array_namespace(logits, labels)
+    classes = logits.shape[-1]
+    loss, grad = cross_entropy_backward(xp.reshape(logits, (-1, classes)), xp.reshape(labels, (-1,)), ignore_index)
+    return loss, xp.reshape(grad, logits.shape)

@@ -18,3 +18,25 @@ def rms_norm(x, weight, eps):
     variance = xp.mean(work * work, axis=-1, keepdims=True)  # [..., 1]
     normed = work * (1.0 / xp.sqrt(variance + eps))
     return weight * as_dtype(normed, x.dtype)
+
+
+def rms_norm_backward(grad, x, weight, eps):
+    """The vector-Jacobian product of rms_norm at ``(x, weight)``, with the forward's casting points.
+
+    With ``r = 1 / sqrt(mean(x**2, -1) + eps)`` and ``n = x * r`` (float32, or float64), ``y = weight * n``:
+
+    * ``dweight = sum over the leading axes of grad * n`` (n cast to x's dtype, as the forward multiplies it);
+    * ``dx = r * (g - n * mean(g * n, -1))`` with ``g = grad * weight`` in float32, cast back to x's dtype.
+
+    grad: [..., D] (the gradient of the output); x: [..., D]; weight: [D]; eps: float.
+    Returns (dx [..., D], dweight [D]).
+    """
+    xp = array_namespace(grad, x, weight)
+    work = x if x.dtype == xp.float64 else as_dtype(x, xp.float32)
+    inverse = 1.0 / xp.sqrt(xp.mean(work * work, axis=-1, keepdims=True) + eps)  # [..., 1]
+    normed = work * inverse
+    features = x.shape[-1]
+    dweight = xp.sum(xp.reshape(grad * as_dtype(normed, x.dtype), (-1, features)), axis=0)  # [D]
+    g = as_dtype(grad * weight, work.dtype)
+    dx = inverse * (g - normed * xp.mean(g * normed, axis=-1, keepdims=True))
+    return as_dtype(dx, x.dtype), as_dtype(dweight, weight.dtype)

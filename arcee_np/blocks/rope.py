@@ -128,3 +128,14 @@ def apply_rope(x, cos, sin):
     """
     cos, sin = cos[:, None, :, :], sin[:, None, :, :]  # [B, 1, T, hd]: the same angles for every head
     return x * cos + rotate_half(x) * sin
+
+
+def apply_rope_backward(grad, cos, sin):
+    """The vector-Jacobian product of apply_rope: rotate every pair back, by the negative angle.
+
+    ``y = x cos + rotate_half(x) sin`` is a rotation per pair, so ``dx`` is its transpose applied to the
+    output gradient: ``dx = grad cos - rotate_half(grad) sin``.
+    grad: [B, heads, T, hd]; cos, sin: [B, T, hd]. Returns [B, heads, T, hd].
+    """
+    cos, sin = cos[:, None, :, :], sin[:, None, :, :]  # [B, 1, T, hd]
+    return grad * cos - rotate_half(grad) * sin

@@ -68,6 +68,8 @@ def _add_input_arguments(p) -> None:
                                  "one row per line for a batch)")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="default: float32 (compare: the trace's dtype)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="default: %(default)s")
+    p.add_argument("--grad", action="store_true", help="also run the backward of the causal-LM loss (labels = the "
+                   "input ids) and record the gradient of every named tensor as grad.NAME")
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -117,8 +119,8 @@ def run_trace(args) -> int:
     model = ArceeForCausalLM.from_pretrained(path, dtype=args.dtype or "float32", device=args.device)
     patterns = LAYER_LEVEL if args.layers_only else (args.pattern or "*")
     try:
-        t = trace_model(model, ids, patterns, stop_after=args.stop_after, stop_on_nonfinite=args.stop_on_nonfinite,
-                        model_path=os.path.abspath(path))
+        t = trace_model(model, ids, patterns, labels=ids if args.grad else None, stop_after=args.stop_after,
+                        stop_on_nonfinite=args.stop_on_nonfinite, model_path=os.path.abspath(path))
     except NonFiniteError as err:
         partial = err.trace
         partial.meta = {"producer": "arcee_np", "nonfinite_at": err.name, "model_path": os.path.abspath(path),
@@ -178,7 +180,7 @@ def run_compare(args) -> int:
             model_path = _model_path(args)
             ids = _input_ids(args, model_path, ArceeConfig.from_pretrained(model_path).vocab_size)
             model = ArceeForCausalLM.from_pretrained(model_path, dtype=args.dtype or "float32", device=args.device)
-            candidate = trace_model(model, ids, args.pattern or "*")
+            candidate = trace_model(model, ids, args.pattern or "*", labels=ids if args.grad else None)
         inputs = candidate.inputs
         if "input_ids" not in inputs:
             raise UsageError("the trace holds no input_ids to rerun transformers on; write it with `arcee-np trace`.")
@@ -189,7 +191,8 @@ def run_compare(args) -> int:
             raise UsageError(f"--against transformers needs torch and transformers: pip install "
                              f"'arcee-np[golden]' ({err}).") from None
         reference = transformers_trace(torch_model, inputs["input_ids"], inputs.get("attention_mask"),
-                                       inputs.get("position_ids"), args.pattern or list(candidate))
+                                       inputs.get("position_ids"), args.pattern or list(candidate),
+                                       labels=inputs.get("labels"))
         labels = ["transformers", args.traces[0] if args.traces else "arcee_np"]
     report = compare_traces(candidate, reference, tolerance, names=args.pattern, reference_label=labels[0],
                             candidate_label=labels[1])

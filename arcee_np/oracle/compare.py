@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, InputTypeError
-from ..trace import Trace, name_order_key, split_name, trace_names
+from ..trace import GRAD_PREFIX, Trace, is_gradient, name_order_key, split_name, trace_names
 from ..validation.values import require_real
 from .tracefile import as_numpy, describe_patterns, trace_model, versions
 
@@ -52,7 +52,19 @@ TOLERANCES = {
     "bfloat16": Tolerance(2e-2, 2e-2, "bfloat16 vs transformers bfloat16"),
     "kv_cache": Tolerance(1e-5, 1e-6, "KV-cache decode vs the full forward"),
     "cupy": Tolerance(1e-4, 1e-5, "CuPy float32 vs NumPy float32"),
+    # Gradients are smaller than activations (a loss's gradient is about 1/tokens per entry): a tighter atol,
+    # with the rtol term carrying the float32 rounding that the large ones accumulate (measured: docs/numerics.md).
+    "gradients_float32": Tolerance(1e-5, 1e-4, "gradients, float32 vs transformers float32 autograd"),
+    "gradients_float64": Tolerance(1e-10, 1e-10, "gradients, float64 vs transformers float64 (casts lifted) autograd"),
 }
+
+
+def gradient_tolerance_for(dtype=None, against: str | None = None) -> Tolerance:
+    """The TOLERANCES row for gradients in ``dtype``: float64 (lifted) or, for anything else and for plain
+    transformers float64 (``against="transformers"``), the float32 row."""
+    name = np.dtype(dtype).name if dtype is not None and not isinstance(dtype, str) else (dtype or "float32")
+    lifted = name == "float64" and against != "transformers"
+    return TOLERANCES["gradients_float64" if lifted else "gradients_float32"]
 
 
 def tolerance_for(dtype=None, against: str | None = None, tolerance=None) -> Tolerance:
@@ -221,7 +233,62 @@ _STAGES = {
 }
 
 
+# The backward: stage -> (label, the gradients it is computed from, the likely culprit). "{next}" is the
+# layer's output gradient, "{after}" the gradients that reach the layer's input from the next layer (or from
+# the final norm after the last layer).
+_GRAD_STAGES = {
+    "logits": ("the logits' gradient", (), "the loss's gradient: (softmax - one-hot) / n on the counted rows "
+               "(labels shifted by one? -100 ignored? the mean over counted tokens?)"),
+    "final_norm": ("the final norm's gradient", ("logits",), "lm_head backward: dlogits @ W (tied to the embedding?)"),
+    "out": ("the layer output's gradient", ("{after}",), "the next step's backward: its RMSNorm backward plus the "
+            "residual's pass-through"),
+    "mlp.out": ("the MLP output's gradient", ("out",), "the residual add (the MLP output's gradient is the layer "
+                "output's)"),
+    "mlp.act": ("the MLP activation's gradient", ("mlp.out",), "down_proj backward: dact = dout @ W_down"),
+    "mlp.up": ("up_proj's output gradient", ("mlp.act",), "the activation's derivative (relu2: 2 relu(x))"),
+    "post_norm": ("the post-attention norm output's gradient", ("mlp.up",), "up_proj backward: dup @ W_up"),
+    "attn_residual": ("the attention residual's gradient", ("out", "post_norm"),
+                      "RMSNorm backward (r * (g - n mean(g n)), g = grad * weight, in float32) plus the residual"),
+    "attn.out": ("the attention output's gradient", ("attn_residual",), "the residual add"),
+    "attn.context": ("the attention context's gradient", ("attn.out",), "o_proj backward: dout @ W_o"),
+    "attn.probs": ("the attention probabilities' gradient", ("attn.context",),
+                   "dP = dO V^T per head (query head n reads KV head n // n_rep; the head merge's inverse)"),
+    "attn.scores": ("the attention scores' gradient", ("attn.probs",),
+                    "the softmax backward P * (dP - sum P dP) in float32 (masked keys get none)"),
+    "attn.q_rope": ("q's gradient after RoPE", ("attn.scores",), "dq = dS k * scaling"),
+    "attn.k_rope": ("k's gradient after RoPE", ("attn.scores",),
+                    "dk = dS^T q * scaling, summed over each KV head's query group"),
+    "attn.v": ("v's gradient", ("attn.probs", "attn.context"), "dv = P^T dO, summed over each KV head's query group"),
+    "attn.q": ("q's gradient", ("attn.q_rope",), "RoPE backward: rotate by the negative angle"),
+    "attn.k": ("k's gradient", ("attn.k_rope",), "RoPE backward: rotate by the negative angle"),
+    "input_norm": ("the input norm output's gradient", ("attn.q", "attn.k", "attn.v"),
+                   "q/k/v_proj backward: the sum of the three dy @ W (head split undone)"),
+    "embed": ("the embeddings' gradient", ("{after}",), "the first layer's input RMSNorm backward plus the residual"),
+}
+
+
+def _grad_inputs_of(name: str, num_layers: int) -> list[str]:
+    """The gradients that ``name`` (a gradient) is computed from in the backward."""
+    layer, stage = split_name(name)
+    if stage not in _GRAD_STAGES:
+        return []
+    following = layer + 1 if layer is not None else 0  # the layer whose input this is (embed: layer 0)
+    after = ([f"layers.{following}.attn_residual", f"layers.{following}.input_norm"] if following < num_layers
+             else ["final_norm"])
+    out = []
+    for source in _GRAD_STAGES[stage][1]:
+        if source == "{after}":
+            out += after
+        elif layer is not None:
+            out.append(f"layers.{layer}.{source}")
+        else:
+            out.append(source)
+    return [GRAD_PREFIX + n for n in out]
+
+
 def _inputs_of(name: str, num_layers: int) -> list[str]:
+    if is_gradient(name):
+        return _grad_inputs_of(name, num_layers)
     layer, stage = split_name(name)
     if stage not in _STAGES:
         return []
@@ -236,9 +303,13 @@ def _inputs_of(name: str, num_layers: int) -> list[str]:
     return out
 
 
+def _stages(name: str) -> dict:
+    return _GRAD_STAGES if is_gradient(name) else _STAGES
+
+
 def _label(name: str) -> str:
-    stage = split_name(name)[1]
-    return _STAGES[stage][0] if stage in _STAGES else name
+    stage, stages = split_name(name)[1], _stages(name)
+    return stages[stage][0] if stage in stages else name
 
 
 def _plural(name: str) -> bool:
@@ -252,7 +323,8 @@ def _verb(name: str, verb: str) -> str:
 def _float16_overflow(row: Row, sources: list[Row]) -> str | None:
     """A float16 input big enough to overflow the squaring inside RMSNorm or ReLU²."""
     stage = split_name(row.name)[1]
-    if "float16" not in row.dtype or stage not in ("input_norm", "post_norm", "final_norm", "mlp.act"):
+    if "float16" not in row.dtype or is_gradient(row.name) or stage not in ("input_norm", "post_norm", "final_norm",
+                                                                            "mlp.act"):
         return None
     big = [s for s in sources if s.max_ref > 255.9]
     if not big:
@@ -290,8 +362,8 @@ def explain(first: Row, rows: dict[str, Row], num_layers: int, tolerance: Tolera
     head = f"first divergence at {first.name} ({first.describe()}"
     if first.status == "SHAPE":
         return head + f", tol {tolerance}) -> a layout difference: docs/trace.md gives the shape of every name"
-    stage = split_name(first.name)[1]
-    suspect = _STAGES[stage][2] if stage in _STAGES else "the step that computes this tensor"
+    stage, stages = split_name(first.name)[1], _stages(first.name)
+    suspect = stages[stage][2] if stage in stages else "the step that computes this tensor"
     inputs = _inputs_of(first.name, num_layers)
     sources = [rows[n] for n in inputs if n in rows and rows[n].status == "ok"]
     missing = [n for n in inputs if n not in rows or rows[n].status != "ok"]
@@ -323,7 +395,7 @@ def explain(first: Row, rows: dict[str, Row], num_layers: int, tolerance: Tolera
                        "classic slip)")
     if first.positions is not None and first.positions and first.positions[0] > 0:
         details.append(f"positions before {first.positions[0]} agree")
-        if stage in ("attn.q_rope", "attn.k_rope") and first.positions[0] == 1:
+        if stage in ("attn.q_rope", "attn.k_rope") and first.positions[0] == 1 and not is_gradient(first.name):
             details[-1] += " (position 0 has angle 0: RoPE there is the identity, so the rotation itself differs)"
     detail = f"; {'; '.join(details)}" if details else ""
     return f"{head}, tol {tolerance}): {why}{detail} -> {suspect}"
@@ -336,6 +408,7 @@ class Report:
     rows: list[Row]
     tolerance: Tolerance
     first: Row | None = None
+    gradient_tolerance: Tolerance | None = None
     explanation: str = ""
     reference: str = "reference"
     candidate: str = "candidate"
@@ -356,7 +429,9 @@ class Report:
         if not self.compared:
             return "nothing compared: the two traces share no tensor names (see docs/trace.md for the names)"
         worst = max(self.compared, key=lambda r: r.max_rel if math.isfinite(r.max_rel) else -1)
-        return (f"all {len(self.compared)} compared tensors agree within tol {self.tolerance} "
+        gradients = any(is_gradient(r.name) for r in self.compared) and self.gradient_tolerance is not None
+        tolerance = f"{self.tolerance}" + (f" (gradients {self.gradient_tolerance})" if gradients else "")
+        return (f"all {len(self.compared)} compared tensors agree within tol {tolerance} "
                 f"(largest relative error {worst.max_rel:.2g} at {worst.name})")
 
     def table(self, failures_only: bool = False) -> str:
@@ -400,13 +475,16 @@ def compare_traces(candidate, reference, tolerance=None, valid=None, names=None,
 
     Both are ``{name: array}`` dicts (Traces, loaded trace files, a port's own dict; torch tensors are fine).
     tolerance: see tolerance_for (default: by the reference's dtype; ``against="transformers"`` picks the
-    plain-float64 row). valid: [B, T] bool rows to compare (default: the reference's attention_mask input,
+    plain-float64 row; gradient names ``grad.*`` get the gradient rows, gradient_tolerance_for, unless a
+    tolerance is given). valid: [B, T] bool rows to compare (default: the reference's attention_mask input,
     when it has one). names: only these names (default: all). Names in only one trace are listed, not failed.
     """
     ref_meta = getattr(reference, "meta", {}) or {}
     if against is None and ref_meta.get("producer") == "transformers" and not ref_meta.get("lifted"):
         against = "transformers"
-    tol = tolerance_for(ref_meta.get("dtype") or _dtype_of(reference), against, tolerance)
+    dtype = ref_meta.get("dtype") or _dtype_of(reference)
+    tol = tolerance_for(dtype, against, tolerance)
+    grad_tol = tol if tolerance is not None else gradient_tolerance_for(dtype, against)
     if valid is None:
         mask = (getattr(reference, "inputs", None) or {}).get("attention_mask")
         valid = mask if mask is not None and as_numpy(mask).ndim == 2 else None
@@ -421,13 +499,15 @@ def compare_traces(candidate, reference, tolerance=None, valid=None, names=None,
         elif name not in reference:
             rows.append(Row(name, "EXTRA"))
         else:
-            rows.append(compare_arrays(candidate[name], reference[name], tol, name, valid))
-    report = Report(rows, tol, reference=reference_label, candidate=candidate_label)
+            rows.append(compare_arrays(candidate[name], reference[name], grad_tol if is_gradient(name) else tol,
+                                       name, valid))
+    report = Report(rows, tol, gradient_tolerance=grad_tol, reference=reference_label, candidate=candidate_label)
     report.first = next((r for r in rows if r.failed), None)
     if report.first is not None:
         layers = [split_name(r.name)[0] for r in rows]
         num_layers = max((n for n in layers if n is not None), default=-1) + 1
-        report.explanation = explain(report.first, {r.name: r for r in rows}, num_layers, tol)
+        report.explanation = explain(report.first, {r.name: r for r in rows}, num_layers,
+                                     grad_tol if is_gradient(report.first.name) else tol)
     missing = [r.name for r in rows if r.status == "MISSING"]
     if missing and report.compared:
         report.notes.append(f"{len(missing)} reference tensor(s) not in the candidate (not compared), e.g. "
@@ -436,8 +516,14 @@ def compare_traces(candidate, reference, tolerance=None, valid=None, names=None,
 
 
 # ----------------------------------------------------------------------------------------------- transformers
-def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids=None, patterns="*") -> Trace:
+def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids=None, patterns="*",
+                       labels=None) -> Trace:
     """Run a transformers Arcee (or Llama-like) model once and record arcee_np's names with forward hooks.
+
+    With ``labels`` ([B, T], -100 ignored) the call also computes the causal-LM loss and runs
+    ``loss.backward()``: tensor hooks on the same tensors record their gradients as ``grad.`` + the name
+    (``grad.attn.scores`` excepted: eager attention never materialises the scores it differentiates). The
+    weights' ``.grad`` are left as they were.
 
     The model must use eager attention (load with ``attn_implementation="eager"``): the attention
     probabilities come from it. Mapping (docs/trace.md): ``embed`` = embed_tokens output; per layer
@@ -462,14 +548,20 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
     t = Trace(patterns)
     state = {"layer": None}
     handles = []
+    gradients = labels is not None
 
-    def put(name, value, transform=None):
+    def put(name, value, layout=None):
+        """Record ``value`` (a tensor of the graph) as ``name``, and its gradient as ``grad.`` + name; ``layout``
+        rearranges both into arcee_np's shape."""
         if t.wants(name):
-            t[name] = as_numpy(transform(value) if transform else value)
+            t[name] = as_numpy(layout(value) if layout else value)
+        if gradients and value.requires_grad and t.wants(GRAD_PREFIX + name):
+            value.register_hook(lambda grad: t.__setitem__(GRAD_PREFIX + name,
+                                                           as_numpy(layout(grad) if layout else grad)))
 
-    def on_output(name, transform=None):
+    def on_output(name, layout=None, select=None):
         def hook(module, args, out):
-            put(name, out, transform)
+            put(name, select(out) if select else out, layout)
         return hook
 
     def on_input(name):
@@ -496,14 +588,14 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
             attn.k_proj.register_forward_hook(on_output(p + "attn.k", _split(n_kv))),
             attn.v_proj.register_forward_hook(on_output(p + "attn.v", _split(n_kv))),
             attn.o_proj.register_forward_pre_hook(on_input(p + "attn.context")),
-            attn.register_forward_hook(on_output(p + "attn.probs", _attention_weights)),
+            attn.register_forward_hook(on_output(p + "attn.probs", select=_attention_weights)),
             attn.o_proj.register_forward_hook(on_output(p + "attn.out")),
             layer.post_attention_layernorm.register_forward_pre_hook(on_input(p + "attn_residual")),
             layer.post_attention_layernorm.register_forward_hook(on_output(p + "post_norm")),
             layer.mlp.up_proj.register_forward_hook(on_output(p + "mlp.up")),
             layer.mlp.act_fn.register_forward_hook(on_output(p + "mlp.act")),
             layer.mlp.down_proj.register_forward_hook(on_output(p + "mlp.out")),
-            layer.register_forward_hook(on_output(p + "out", first)),
+            layer.register_forward_hook(on_output(p + "out", select=first)),
         ]
     handles.append(backbone.norm.register_forward_hook(on_output("final_norm")))
     if getattr(torch_model, "lm_head", None) is not None:
@@ -518,7 +610,8 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
         put(p + "k_rope", k_rope)
         if t.wants(p + "scores"):
             keys = modeling.repeat_kv(k_rope, module.num_key_value_groups)
-            put(p + "scores", torch.matmul(q_rope, keys.transpose(2, 3)) * module.scaling)
+            with torch.no_grad():  # recomputed for the record, outside the graph (so it has no gradient)
+                t[p + "scores"] = as_numpy(torch.matmul(q_rope, keys.transpose(2, 3)) * module.scaling)
         return q_rope, k_rope
 
     kwargs = {"input_ids": _torch_long(input_ids), "use_cache": False}  # eager returns the weights anyway
@@ -526,16 +619,27 @@ def transformers_trace(torch_model, input_ids, attention_mask=None, position_ids
         kwargs["attention_mask"] = _torch_long(attention_mask)
     if position_ids is not None:
         kwargs["position_ids"] = _torch_long(position_ids)
+    if gradients:
+        kwargs["labels"] = _torch_long(labels)
+        saved_grads = [(p, p.grad) for p in torch_model.parameters()]
     modeling.apply_rotary_pos_emb = recording_rope
     try:
-        with torch.no_grad():
-            torch_model(**kwargs)
+        with torch.enable_grad() if gradients else torch.no_grad():
+            out = torch_model(**kwargs)
+            if gradients:
+                for p in torch_model.parameters():
+                    p.grad = None
+                out.loss.backward()
     finally:
         modeling.apply_rotary_pos_emb = original_rope
         for handle in handles:
             handle.remove()
-    t.inputs = {k: as_numpy(v) for k, v in (("input_ids", input_ids), ("attention_mask", attention_mask),
-                                            ("position_ids", position_ids)) if v is not None}
+        if gradients:
+            for p, grad in saved_grads:
+                p.grad = grad
+    given = (("input_ids", input_ids), ("attention_mask", attention_mask), ("position_ids", position_ids),
+             ("labels", labels))
+    t.inputs = {k: as_numpy(v) for k, v in given if v is not None}
     dtype = str(next(torch_model.parameters()).dtype).replace("torch.", "")
     t.meta = {"producer": "transformers", "model": type(torch_model).__name__, "dtype": dtype, "device": "cpu",
               "config": torch_model.config.to_dict(), "versions": versions(), "patterns": describe_patterns(patterns),
@@ -563,12 +667,14 @@ def _torch_long(x):
 
 
 def compare_with_transformers(model, torch_model, input_ids, attention_mask=None, position_ids=None, patterns="*",
-                              tolerance=None, lifted: bool = False) -> Report:
+                              tolerance=None, lifted: bool = False, labels=None) -> Report:
     """Trace arcee_np ``model`` and transformers ``torch_model`` (same weights, eager) on the same inputs and
     compare them, transformers as the reference. ``lifted=True`` when the torch model runs with its float32
-    casts lifted (tests/torch_reference.py), which selects the float64 row (1e-9) instead of float64_plain (1e-4)."""
-    ours = trace_model(model, input_ids, patterns, attention_mask=attention_mask, position_ids=position_ids)
-    theirs = transformers_trace(torch_model, input_ids, attention_mask, position_ids, patterns)
+    casts lifted (tests/torch_reference.py), which selects the float64 row (1e-9) instead of float64_plain (1e-4).
+    With ``labels`` both sides also run the backward of the causal-LM loss and the ``grad.*`` names are compared."""
+    ours = trace_model(model, input_ids, patterns, attention_mask=attention_mask, position_ids=position_ids,
+                       labels=labels)
+    theirs = transformers_trace(torch_model, input_ids, attention_mask, position_ids, patterns, labels=labels)
     theirs.meta["lifted"] = lifted
     return compare_traces(ours, theirs, tolerance, reference_label="transformers", candidate_label="arcee_np")
 

@@ -43,16 +43,17 @@ def reference_trace(model, input_ids=None, patterns="*", **inputs) -> Trace:
 
 
 def assert_trace_matches(their_trace: dict, model, input_ids=None, *, tolerance=None, attention_mask=None,
-                         position_ids=None, inputs_embeds=None) -> Report:
+                         position_ids=None, inputs_embeds=None, labels=None) -> Report:
     """Fail with the divergence report unless every tensor of ``their_trace`` matches arcee_np's.
 
-    their_trace: ``{name: array}`` with names of docs/trace.md (any subset; shapes as listed there);
-    model: the arcee_np model holding the same weights; the inputs as for the model call. Names arcee_np
-    does not record are reported and fail (a misspelt name would otherwise be silently skipped).
-    Returns the Report when everything agrees.
+    their_trace: ``{name: array}`` with names of docs/trace.md (any subset; shapes as listed there; gradients
+    as ``grad.`` + a name, which needs ``labels``: the causal-LM loss's [B, T], -100 ignored); model: the
+    arcee_np model holding the same weights; the inputs as for the model call. Names arcee_np does not record
+    are reported and fail (a misspelt name would otherwise be silently skipped). Returns the Report when
+    everything agrees.
     """
     reference = reference_trace(model, input_ids, list(their_trace), attention_mask=attention_mask,
-                                position_ids=position_ids, inputs_embeds=inputs_embeds)
+                                position_ids=position_ids, inputs_embeds=inputs_embeds, labels=labels)
     unknown = sorted(set(their_trace) - set(reference))
     if unknown:
         raise AssertionError(f"arcee_np records no tensor named {unknown[:5]}; the names are listed in docs/trace.md.")

@@ -33,7 +33,7 @@ from ..validation.tracefile import check_trace_header
 FORMAT = "arcee_np.trace"
 METADATA_KEY = "arcee_np.trace"
 INPUT_PREFIX = "inputs."
-INPUT_NAMES = ("input_ids", "attention_mask", "position_ids", "inputs_embeds")
+INPUT_NAMES = ("input_ids", "attention_mask", "position_ids", "inputs_embeds", "labels")
 
 
 def as_numpy(x) -> np.ndarray:
@@ -72,18 +72,26 @@ def describe_patterns(patterns) -> list[str]:
 
 
 def trace_model(model, input_ids=None, patterns="*", *, attention_mask=None, position_ids=None, inputs_embeds=None,
-                to_host=True, stop_after=None, stop_on_nonfinite=False, **meta) -> Trace:
+                labels=None, to_host=True, stop_after=None, stop_on_nonfinite=False, **meta) -> Trace:
     """Run ``model`` (an arcee_np model) once under a trace and return it with its inputs and metadata.
 
     input_ids: [B, T] (or inputs_embeds [B, T, D]); attention_mask / position_ids as for the model call.
-    The call runs without a KV cache. ``meta`` keywords (``model_path=...``) are added to ``trace.meta``.
-    Values are copied to the host (NumPy) unless ``to_host=False``.
+    With ``labels`` (a causal LM's [B, T], -100 ignored) the call is ``loss_and_gradients``: the forward with
+    the loss, then the backward, which records the gradients ``grad.*`` too. The call runs without a KV
+    cache. ``meta`` keywords (``model_path=...``) are added to ``trace.meta``. Values are copied to the host
+    (NumPy) unless ``to_host=False``.
     """
+    call = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                inputs_embeds=inputs_embeds, use_cache=False)
     with trace(patterns, to_host=to_host, stop_after=stop_after, stop_on_nonfinite=stop_on_nonfinite) as t:
-        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-              inputs_embeds=inputs_embeds, use_cache=False)
+        if labels is None:
+            model(**call)
+        else:
+            from ..training import loss_and_gradients
+
+            loss_and_gradients(model, labels=labels, **call)
     given = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                 inputs_embeds=inputs_embeds)
+                 inputs_embeds=inputs_embeds, labels=labels)
     t.inputs = {k: as_numpy(v) for k, v in given.items() if v is not None}
     t.meta = {"producer": "arcee_np", "model": type(model).__name__, "config": model.config.to_dict(),
               "dtype": model.dtype, "device": model.device, "versions": versions(),

@@ -20,7 +20,7 @@ from .files import writable_file_problem
 
 
 # ---------------------------------------------------------------------------------------------- flag values
-def _number(kind, test, wanted):
+def number_type(kind, test, wanted):
     """An argparse type: ``kind(text)`` that passes ``test``, else a one-line error saying what is wanted."""
     def parse(text):
         try:
@@ -34,11 +34,11 @@ def _number(kind, test, wanted):
     return parse
 
 
-positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
-non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a number > 0")
-non_negative_float = _number(float, lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")
-probability = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+positive_int = number_type(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = number_type(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = number_type(float, lambda v: v > 0 and math.isfinite(v), "a number > 0")
+non_negative_float = number_type(float, lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")
+probability = number_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 # ---------------------------------------------------------------------------------------------- paths

@@ -150,7 +150,7 @@ def check_rms_norm(rms_norm):
     if out16.dtype != np.float16:
         raise Failure(checked16, f"`rms_norm` returned {out16.dtype} for float16 x and weight; expected float16.",
                       hint="cast the normalised x back to x.dtype before the weight multiply.")
-    overflowed = bool(np.any(~np.isfinite(out16)) or np.all(out16[np.abs(expected16) > 1] == 0))
+    overflowed = bool(np.any(~np.isfinite(out16)) or np.any(out16[np.abs(expected16) > 1] == 0))  # a row zeroed by inf
     against_array(out16, expected16, "rms_norm(float16 x)", checked16, TOLERANCES["float16"],
                   "x * x overflowed float16 (its largest finite number is 65504), so the root mean square became "
                   "inf and the output 0" if overflowed else None, hint16)

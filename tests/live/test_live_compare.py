@@ -121,3 +121,38 @@ def test_sdpa_models_are_refused_with_the_fix(checkpoint):
     sdpa = transformers.ArceeForCausalLM.from_pretrained(checkpoint, attn_implementation="sdpa")
     with pytest.raises(ValueError, match="attn_implementation='eager'"):
         transformers_trace(sdpa, IDS)
+
+
+# ------------------------------------------------------------------------------------------ gradients
+
+
+LABELS = np.where(MASK == 1, IDS, -100)
+
+
+def test_every_gradient_is_captured_and_agrees_in_float32(checkpoint):
+    """With labels both sides run the backward: every grad.* name (but the scores, which eager attention never
+    materialises in transformers) agrees at the float32 gradient row."""
+    ours = ArceeForCausalLM.from_pretrained(checkpoint)
+    theirs = load_transformers_model(checkpoint, "float32")
+    report = compare_with_transformers(ours, theirs, IDS, attention_mask=MASK, labels=LABELS)
+    expected = [n for n in trace_names(2, gradients=True) if not n.endswith("grad.layers.1.attn.scores")
+                and not n.endswith("grad.layers.0.attn.scores")]
+    assert [r.name for r in report.compared] == expected
+    assert report.ok, str(report)
+    assert all(p.grad is None for p in theirs.parameters())  # the weights' .grad are left as they were
+
+
+def test_gradients_in_float64_with_lifted_casts(checkpoint):
+    ours = ArceeForCausalLM.from_pretrained(checkpoint, dtype="float64")
+    with lifted_float32_casts():
+        theirs = load_transformers_model(checkpoint, "float64")
+        report = compare_with_transformers(ours, theirs, IDS, attention_mask=MASK, lifted=True, labels=LABELS)
+    assert report.gradient_tolerance.atol == 1e-10 and report.ok, str(report)
+    assert max(r.max_abs for r in report.compared if r.name.startswith("grad.")) < 1e-13
+
+
+def test_cli_compares_gradients_against_transformers(tmp_path, checkpoint, capsys):
+    assert main(["compare", "--against", "transformers", "--model", str(checkpoint), "--ids", "3 4 5 6",
+                 "--grad"]) == 0
+    out = capsys.readouterr().out
+    assert "grad.layers.0.attn.q " in out and "(gradients 1e-05 + 1e-04*|ref|)" in out
