@@ -23,8 +23,8 @@ import os
 import sys
 import warnings
 
-from .errors import ArceeError, UsageError
-from .validation.cli import (check_model_folder, check_prompt_text, non_negative_int, positive_float, positive_int,
+from .errors import ArceeError, MissingFileError, UsageError
+from .validation.cli import (check_model_path, check_prompt_text, non_negative_int, positive_float, positive_int,
                              probability)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_arguments(p, dtype: bool = True) -> None:
     p.add_argument("--model", metavar="PATH", help="checkpoint folder (config.json, model.safetensors, "
-                   "tokenizer.json); default: the shipped Shakespeare model")
+                   "tokenizer.json) or a llama.cpp .gguf file (its tokenizer.json beside it); default: the shipped "
+                   "Shakespeare model")
     if dtype:
         from .backend import DEVICES, DTYPES
 
@@ -113,18 +114,34 @@ def _model_path(args) -> str:
         from .shipped import default_model_path
 
         return default_model_path()
-    return check_model_folder(args.model)
+    return check_model_path(args.model)
+
+
+def model_tokenizer(path: str, what: str, alternative: str = ""):
+    """The ArceeTokenizer of a checkpoint folder, or of the folder holding a GGUF file; a UsageError saying
+    where to put tokenizer.json when there is none (``what``: what needs it; ``alternative``: another way,
+    such as "pass --ids instead")."""
+    from .io.checkpoint import tokenizer_folder
+    from .io.tokenizer import ArceeTokenizer
+
+    folder = tokenizer_folder(path)
+    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        beside = " beside the GGUF file (arcee_np does not read llama.cpp's tokenizer inside it)" if folder != path \
+            else f" in {folder}"
+        raise MissingFileError(f"{what} needs the model's tokenizer.json{beside}; put it there"
+                               + (f", or {alternative}." if alternative else "."))
+    return ArceeTokenizer.from_pretrained(folder)
 
 
 # ---------------------------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
     """Load the model and its tokenizer, encode the prompt, stream the generated text to stdout."""
     from .models import ArceeForCausalLM
-    from .io.tokenizer import ArceeTokenizer, TextStreamer
+    from .io.tokenizer import TextStreamer
 
     path = _model_path(args)
     prompt = check_prompt_text(args.prompt) if args.prompt is not None else _read_stdin()
-    tokenizer = ArceeTokenizer.from_pretrained(path)
+    tokenizer = model_tokenizer(path, "arcee-np generate")
     if args.chat:
         if tokenizer.chat_template is None:
             raise UsageError("--chat needs a tokenizer with a chat template and this model has none: drop --chat.")
@@ -162,22 +179,28 @@ def _read_stdin() -> str:
 # ---------------------------------------------------------------------------------------------- info
 def describe(path: str) -> dict:
     """What ``arcee-np info`` prints, as a dict: config, parameters, memory per dtype, generation, tokenizer."""
-    from .io.checkpoint import backbone_shapes, checkpoint_files, read_checkpoint
+    from .io.checkpoint import backbone_shapes, checkpoint_files, read_checkpoint, tokenizer_folder
+    from .io.gguf import is_gguf, read_gguf
     from .validation.checkpoint import check_layer_count
     from .config import ArceeConfig
     from .io.weights import weight_memory
     from .model import working_bytes
     from .models import ArceeForCausalLM, read_generation_config
 
-    config = ArceeConfig.from_pretrained(path)
-    files = checkpoint_files(path)
-    tensors = read_checkpoint(path, check_finite=False)  # memory-mapped: only the (checked) headers are read
-    check_layer_count(tensors, config.num_hidden_layers)  # before listing the shapes of every layer
+    if is_gguf(path):  # a llama.cpp file: its config is its metadata as llama.cpp reads it
+        readings = {name: read_gguf(path, name) for name in DTYPE_BYTES}  # quantized matrices stay stored
+        config, files = readings["float32"][0], [path]
+        tensors_of = {name: reading[1] for name, reading in readings.items()}
+    else:
+        config, files = ArceeConfig.from_pretrained(path), checkpoint_files(path)
+        tensors = read_checkpoint(path, check_finite=False)  # memory-mapped: only the (checked) headers are read
+        check_layer_count(tensors, config.num_hidden_layers)  # before listing the shapes of every layer
+        tensors_of = dict.fromkeys(DTYPE_BYTES, tensors)
     shapes = list(backbone_shapes(config).values()) + list(ArceeForCausalLM.head_shapes(config).values())
     params = sum(_prod(shape) for shape in shapes)
     kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
     tokens = min(FORWARD_TOKENS, config.max_position_embeddings)
-    memory = {name: dict(weight_memory(tensors, name), forward_tokens=tokens,
+    memory = {name: dict(weight_memory(tensors_of[name], name), forward_tokens=tokens,
                          forward_working_bytes=working_bytes(config, 1, tokens, size))
               for name, size in DTYPE_BYTES.items()}
     info = {
@@ -189,12 +212,10 @@ def describe(path: str) -> dict:
         "memory": memory,
         "checkpoint_files": [os.path.basename(f) for f in files],
         "checkpoint_bytes": sum(os.path.getsize(f) for f in files),
-        "generation_config": read_generation_config(path),
+        "generation_config": {} if is_gguf(path) else read_generation_config(path),
     }
-    if os.path.isfile(os.path.join(path, "tokenizer.json")):
-        from .io.tokenizer import ArceeTokenizer
-
-        tok = ArceeTokenizer.from_pretrained(path)
+    if os.path.isfile(os.path.join(tokenizer_folder(path), "tokenizer.json")):
+        tok = model_tokenizer(path, "arcee-np info")
         info["tokenizer"] = {"vocab_size": len(tok), **tok.special_tokens_map,
                              "chat_template": tok.chat_template is not None}
     return info

@@ -105,10 +105,9 @@ class ArceePreTrainedModel:
         check_flag("check_finite", check_finite)
         resolve_dtype(namespace_for_device(device), dtype)  # fail on a bad device or dtype before reading weights
         check_attn_implementation(attn_implementation)
-        path = check_path(path, "the checkpoint path")
+        path = checkpoint_path(path)
         if is_gguf(path):
             return cls.from_gguf(path, dtype=dtype, device=device, widen=widen, attn_implementation=attn_implementation)
-        path = check_folder(path, "checkpoint folder")
         config = ArceeConfig.from_pretrained(path)
         tensors = read_checkpoint(path, check_finite=check_finite)
         try:
@@ -214,6 +213,17 @@ class ArceePreTrainedModel:
         return (f"{type(self).__name__}(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
                 f"heads={c.num_attention_heads}/{c.num_key_value_heads}, vocab={c.vocab_size}, "
                 f"params={self.num_parameters():,}, dtype={self.dtype}, device={self.device})")
+
+
+def checkpoint_path(path) -> str:
+    """``path`` as a string when it names a checkpoint folder or a GGUF file; CheckpointError for another
+    file, MissingFileError when nothing is there."""
+    path = check_path(path, "the checkpoint path")
+    if os.path.isfile(path) and not is_gguf(path):
+        raise CheckpointError(f"{path} is a file that is neither a checkpoint folder nor a GGUF file (it does not "
+                              f"start with the bytes 'GGUF'); give the folder of config.json and the safetensors "
+                              f"files, or a llama.cpp .gguf file.")
+    return path if is_gguf(path) else check_folder(path, "checkpoint folder")
 
 
 def check_attn_implementation(name: str) -> str:
@@ -325,9 +335,9 @@ class ArceeForCausalLM(ArceePreTrainedModel):
                         check_finite=True):
         """As ArceePreTrainedModel.from_pretrained, and reads generation_config.json (when present, checked
         before the weights are read) into ``model.generation_config``."""
-        path = check_path(path, "the checkpoint path")
+        path = checkpoint_path(path)
         generation_config = None if is_gguf(path) else read_generation_config(
-            check_folder(path, "checkpoint folder"), ArceeConfig.from_pretrained(path).vocab_size)
+            path, ArceeConfig.from_pretrained(path).vocab_size)
         model = super().from_pretrained(path, dtype=dtype, device=device, widen=widen,
                                         attn_implementation=attn_implementation, check_finite=check_finite)
         if generation_config is not None:

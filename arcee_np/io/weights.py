@@ -61,16 +61,17 @@ def widen_float16(data, dtype):
     The 16 bits, sign-extended to 32 and shifted left by 13, put float16's 5-bit exponent and 10-bit
     mantissa where float32 keeps the low exponent bits and the mantissa; masking the bits the sign
     extension spilled into the exponent leaves a float32 that is the float16 value times 2**-112, and one
-    multiply by 2**112 rescales it (subnormals included). Inf and NaN (exponent 31) are patched afterwards.
+    multiply by 2**112 rescales it (subnormals included). Inf and NaN (exponent 31) come out as magnitudes
+    of 65536 or more, which no finite float16 reaches: when two quick reductions find one, those entries are
+    converted by ``astype`` instead.
     """
-    signed = data.view(np.int16)
-    wide = signed.astype(np.int32)
+    wide = data.view(np.int16).astype(np.int32)
     wide <<= 13
     wide &= _FLOAT16_MAGNITUDE_MASK
     values = wide.view(np.float32)
     values *= _FLOAT16_TO_FLOAT32_SCALE
-    special = (signed & 0x7C00) == 0x7C00  # exponent all ones: inf or NaN
-    if special.any():
+    if values.size and (values.max() >= 65536.0 or values.min() <= -65536.0):  # inf or NaN in the data
+        special = np.abs(values) >= 65536.0
         values[special] = data[special].astype(np.float32)
     return values if dtype_name(dtype) == "float32" else values.astype(dtype)
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..backend import DEVICES, DTYPES
 from ..errors import UsageError
-from ..validation.cli import (check_ids_in_vocabulary, check_input_file, check_model_folder, check_output_file,
+from ..io.gguf import is_gguf
+from ..validation.cli import (check_ids_in_vocabulary, check_input_file, check_model_path, check_output_file,
                               check_prompt_text, non_negative_float, parse_token_ids)
 from .compare import TOLERANCES
 
@@ -61,8 +62,9 @@ def add_debug_commands(subparsers) -> None:
 
 
 def _add_input_arguments(p) -> None:
-    p.add_argument("--model", metavar="PATH", help="checkpoint folder (config.json + safetensors); default: the "
-                   "trace's model_path for compare --against, else the shipped Shakespeare model")
+    p.add_argument("--model", metavar="PATH", help="checkpoint folder (config.json + safetensors) or a llama.cpp "
+                   ".gguf file; default: the trace's model_path for compare --against, else the shipped Shakespeare "
+                   "model")
     p.add_argument("--prompt", help="text, encoded with the model's tokenizer as `arcee-np generate` does")
     p.add_argument("--ids", help='token ids: inline ("1 7 3" or "1,7,3") or a file of them (JSON list or text; '
                                  "one row per line for a batch)")
@@ -85,22 +87,21 @@ def _input_ids(args, model_path, vocab_size: int) -> np.ndarray:
         raise UsageError("give exactly one of --prompt TEXT or --ids IDS.")
     if args.ids is not None:
         return check_ids_in_vocabulary(parse_ids(args.ids), vocab_size)
-    if not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
-        raise UsageError(f"--prompt needs a tokenizer.json in {model_path}; pass --ids instead.")
-    from ..io.tokenizer import ArceeTokenizer
+    from ..cli import model_tokenizer
 
-    ids = ArceeTokenizer.from_pretrained(model_path).encode(check_prompt_text(args.prompt, "--prompt"))
+    tokenizer = model_tokenizer(model_path, "--prompt", "pass --ids instead")
+    ids = tokenizer.encode(check_prompt_text(args.prompt, "--prompt"))
     if not ids:
         raise UsageError("--prompt encodes to no tokens (and the tokenizer adds no bos): give some text.")
     return np.asarray([ids], dtype=np.int64)
 
 
 def _model_path(args, default=None) -> str:
-    """--model, else ``default``, else the shipped Shakespeare model; it must be a folder."""
+    """--model, else ``default``, else the shipped Shakespeare model: a checkpoint folder or a GGUF file."""
     if args.model is not None:
-        return check_model_folder(args.model)
+        return check_model_path(args.model)
     if default is not None:
-        return check_model_folder(default, "the trace's model_path (override it with --model)")
+        return check_model_path(default, "the trace's model_path (override it with --model)")
     from ..shipped import default_model_path
 
     return default_model_path()
@@ -108,14 +109,14 @@ def _model_path(args, default=None) -> str:
 
 # ----------------------------------------------------------------------------------------------- trace
 def run_trace(args) -> int:
-    from ..config import ArceeConfig
+    from ..io.checkpoint import read_config
     from ..models import ArceeForCausalLM
     from ..trace import LAYER_LEVEL, NonFiniteError
     from .tracefile import save_trace, trace_model
 
     check_output_file(args.out, "--out")
     path = _model_path(args)
-    ids = _input_ids(args, path, ArceeConfig.from_pretrained(path).vocab_size)
+    ids = _input_ids(args, path, read_config(path).vocab_size)
     model = ArceeForCausalLM.from_pretrained(path, dtype=args.dtype or "float32", device=args.device)
     patterns = LAYER_LEVEL if args.layers_only else (args.pattern or "*")
     try:
@@ -167,18 +168,20 @@ def run_compare(args) -> int:
         reference, candidate = (load_trace(path) for path in args.traces)
         labels = args.traces
     else:
-        if args.traces:
-            candidate = load_trace(args.traces[0])
-            if args.model is None and candidate.meta.get("model_path") is None:
-                raise UsageError("the trace names no model_path: give the checkpoint with --model PATH.")
-            model_path = _model_path(args, candidate.meta.get("model_path"))
-        else:
-            from ..config import ArceeConfig
+        candidate = load_trace(args.traces[0]) if args.traces else None
+        if candidate is not None and args.model is None and candidate.meta.get("model_path") is None:
+            raise UsageError("the trace names no model_path: give the checkpoint with --model PATH.")
+        model_path = _model_path(args, None if candidate is None else candidate.meta.get("model_path"))
+        if is_gguf(model_path):
+            raise UsageError(f"{model_path} is a GGUF file, which transformers' Arcee does not load; compare a GGUF "
+                             f"with its transformers checkpoint by `arcee-np gguf-check {model_path} --reference "
+                             f"HF_DIR`.")
+        if candidate is None:
+            from ..io.checkpoint import read_config
             from ..models import ArceeForCausalLM
             from .tracefile import trace_model
 
-            model_path = _model_path(args)
-            ids = _input_ids(args, model_path, ArceeConfig.from_pretrained(model_path).vocab_size)
+            ids = _input_ids(args, model_path, read_config(model_path).vocab_size)
             model = ArceeForCausalLM.from_pretrained(model_path, dtype=args.dtype or "float32", device=args.device)
             candidate = trace_model(model, ids, args.pattern or "*", labels=ids if args.grad else None)
         inputs = candidate.inputs

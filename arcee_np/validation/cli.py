@@ -52,6 +52,20 @@ def check_model_folder(path: str, flag: str = "--model") -> str:
     return folder
 
 
+def check_model_path(path: str, flag: str = "--model") -> str:
+    """A model named on the command line (``~`` expanded): a checkpoint folder or a llama.cpp GGUF file."""
+    from ..io.gguf import is_gguf
+
+    model = os.path.expanduser(path)
+    if os.path.isfile(model):
+        if not is_gguf(model):
+            raise UsageError(f"{flag} {path!r} is a file that is not a GGUF file (it does not start with the bytes "
+                             f"'GGUF'); give a checkpoint folder (config.json, model.safetensors, tokenizer.json) or "
+                             f"a llama.cpp .gguf file.")
+        return model
+    return check_model_folder(path, flag)
+
+
 def check_input_file(path: str, what: str) -> str:
     """A file named on the command line that the command reads (``what``: "trace file" ...)."""
     if not os.path.isfile(path):
