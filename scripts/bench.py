@@ -308,11 +308,12 @@ def long_run(path, args):
 
 
 def plot(results, file):
-    """Prefill time and peak memory against the prompt length, one line per side (log-log)."""
+    """Prefill time (log-log) and peak memory (linear, from 0) against the prompt length, one line per side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
     for side in SIDES:
@@ -320,9 +321,13 @@ def plot(results, file):
         lengths = [r["length"] for r in rows]
         left.plot(lengths, [r["length"] / r["tok_s"] for r in rows], marker="o", label=side)
         right.plot(lengths, [r["peak_rss_mib"] / 1024 for r in rows], marker="o", label=side)
-    for axis, label in ((left, "prefill time (s)"), (right, "peak RSS (GiB)")):
+    left.set_yscale("log")
+    left.yaxis.set_major_formatter(ScalarFormatter())
+    right.set_ylim(bottom=0)
+    for axis, label in ((left, "prefill time (s), log scale"), (right, "peak RSS (GiB)")):
         axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
+        axis.set_xticks(sorted({r["length"] for r in results["prefill"]}))
+        axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.set_xlabel("prompt length T (tokens)")
         axis.set_ylabel(label)
         axis.grid(True, which="both", alpha=0.3)

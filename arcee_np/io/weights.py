@@ -21,6 +21,8 @@ Vectors (norm weights, biases) are small and always converted to the model's dty
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
@@ -55,7 +57,7 @@ def widen_bfloat16(data, dtype):
     return values if dtype_name(dtype) == "float32" else values.astype(dtype)
 
 
-def widen_float16(data, dtype):
+def widen_float16(data, dtype, specials: bool = True):
     """float16 values as ``dtype`` (float32/float64), exactly, by moving the bits of each number.
 
     The 16 bits, sign-extended to 32 and shifted left by 13, put float16's 5-bit exponent and 10-bit
@@ -63,14 +65,14 @@ def widen_float16(data, dtype):
     extension spilled into the exponent leaves a float32 that is the float16 value times 2**-112, and one
     multiply by 2**112 rescales it (subnormals included). Inf and NaN (exponent 31) come out as magnitudes
     of 65536 or more, which no finite float16 reaches: when two quick reductions find one, those entries are
-    converted by ``astype`` instead.
+    converted by ``astype`` instead. ``specials=False`` (the data is known to hold no inf or NaN) skips that.
     """
     wide = data.view(np.int16).astype(np.int32)
     wide <<= 13
     wide &= _FLOAT16_MAGNITUDE_MASK
     values = wide.view(np.float32)
     values *= _FLOAT16_TO_FLOAT32_SCALE
-    if values.size and (values.max() >= 65536.0 or values.min() <= -65536.0):  # inf or NaN in the data
+    if specials and values.size and (values.max() >= 65536.0 or values.min() <= -65536.0):  # inf or NaN
         special = np.abs(values) >= 65536.0
         values[special] = data[special].astype(np.float32)
     return values if dtype_name(dtype) == "float32" else values.astype(dtype)
@@ -110,6 +112,9 @@ class StoredWeight:
         self.stored_dtype = stored_dtype
         bit_moves = is_numpy_array(data) or is_cupy_array(data)  # libraries that can view bits as another dtype
         self._widen = _WIDENERS.get(stored_dtype, widen_by_astype) if bit_moves else widen_by_astype
+        if self._widen is widen_float16:  # look for inf/NaN once here, not in every tile
+            specials = bool(((data.view(np.uint16) & 0x7C00) == 0x7C00).any())
+            self._widen = functools.partial(widen_float16, specials=specials)
 
     @property
     def ndim(self) -> int:
