@@ -111,7 +111,7 @@ def test_causal_tiles_above_the_diagonal_are_skipped(monkeypatch):
     q, k, v = (rng.normal(size=(1, 2, 16, 4)) for _ in range(3))
     tiled_attention(q, k, v, 0.5, query_tile=4, key_tile=4)
     assert len(computed) == 10
-    assert masked == [(0, 0), (4, 4), (8, 8), (12, 12)]
+    assert sorted(masked) == [(0, 0), (4, 4), (8, 8), (12, 12)]  # the tiles may run side by side
 
 
 @pytest.mark.parametrize("padding", ["left", "right", "none"])

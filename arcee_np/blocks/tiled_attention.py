@@ -20,7 +20,8 @@ stays float64), as in eager attention; grouped KV heads are used without copies,
 
 Each score costs three passes over its tile besides the two products (``online_rows``): the row maximum,
 the subtraction (in place) and the ``exp``. The scale is applied to the queries before the product, and
-``rowsum(p)`` comes out of the product with the values, which carry a last column of ones.
+``rowsum(p)`` comes out of the product with the values, which carry a last column of ones. The query
+tiles are independent of each other: on NumPy they run side by side, one per core (blocks/tile_map.py).
 """
 
 import math
@@ -28,6 +29,7 @@ import math
 from .mask import allowed
 from .namespace import array_namespace
 from .precision import as_dtype, product_dtype
+from .tile_map import map_tiles
 
 # A tile of scores holds at most this many elements (8 MiB in float32): big enough that the products run at
 # BLAS speed and the loop costs little, small enough to stay near the CPU's cache.
@@ -79,7 +81,8 @@ def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=Non
         v = with_column(as_dtype(v, work), 1.0)
     grouped = xp.reshape(q, (batch, kv_heads, n_rep, length, head_dim))  # query head n reads KV head n // n_rep
     out = xp.empty((batch, kv_heads, n_rep, length, head_dim), dtype=work)
-    for q0 in range(0, length, query_tile):
+
+    def query_tile_rows(q0):  # the rows of queries q0:q1 of every head, written into ``out``
         q1 = min(q0 + query_tile, length)
         queries = xp.reshape(as_dtype(grouped[:, :, :, q0:q1, :], work), (batch, kv_heads, n_rep * (q1 - q0),
                                                                          head_dim))
@@ -98,6 +101,8 @@ def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=Non
             mean = xp.mean(as_dtype(v[:, :, :, :head_dim], work), axis=2, keepdims=True)  # [B, KV, 1, hd]
             normed = xp.where(seen, normed, mean)
         out[:, :, :, q0:q1, :] = xp.reshape(normed, (batch, kv_heads, n_rep, q1 - q0, head_dim))
+
+    map_tiles(query_tile_rows, range(0, length, query_tile), xp)  # independent tiles: on every core (NumPy)
     merged = xp.permute_dims(xp.reshape(out, (batch, heads, length, head_dim)), (0, 2, 1, 3))  # [B, T, H, hd]
     return as_dtype(xp.reshape(merged, (batch, length, heads * head_dim)), q.dtype)
 
