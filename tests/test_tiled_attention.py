@@ -167,3 +167,33 @@ def test_tiled_runs_on_array_api_strict(rng):
 def test_unknown_attention_implementation_is_refused():
     with pytest.raises(ValueError, match="'sdpa'.*compute what \"tiled\" computes"):
         ArceeForCausalLM.from_config(small_config(), attn_implementation="sdpa")
+
+
+def test_key_spans_give_the_causal_diagonal_tiles_of_their_own():
+    """Keys before the query tile come in key tiles every query sees; the tile's own diagonal keys come in
+    tiles of their own (the only ones the causal mask touches); later keys are skipped."""
+    assert tiled_module.key_spans(16, 6, (8, 12)) == [(0, 6), (6, 8), (8, 12)]
+    assert tiled_module.key_spans(16, 3, (8, 12)) == [(0, 3), (3, 6), (6, 8), (8, 11), (11, 12)]
+    assert tiled_module.key_spans(10, 4, (8, 12)) == [(0, 4), (4, 8), (8, 10)]  # the cache ends inside the diagonal
+    assert tiled_module.key_spans(10, 4) == [(0, 4), (4, 8), (8, 10)]  # a given mask: every key
+
+
+def test_only_diagonal_key_tiles_are_masked(monkeypatch):
+    """With query tiles of 4 and key tiles of 6 over 16 causal positions, the tiles of keys before a query
+    tile pass unmasked; the mask is built for the 4 diagonal tiles alone, and the result is eager's."""
+    masked = []
+    original_keep = tiled_module.tile_keep
+
+    def keep(xp, past, q0, q1, k0, k1, *rest):
+        result = original_keep(xp, past, q0, q1, k0, k1, *rest)
+        if result is not None:
+            masked.append((q0, k0, k1))
+        return result
+
+    monkeypatch.setattr(tiled_module, "tile_keep", keep)
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.normal(size=(1, 2, 16, 4)) for _ in range(3))
+    got = tiled_attention(q, k, v, 0.5, query_tile=4, key_tile=6)
+    assert sorted(masked) == [(0, 0, 4), (4, 4, 8), (8, 8, 12), (12, 12, 16)]
+    expected, _ = attention(q, k, v, causal_padding_mask(np.ones((1, 16)), 16, np.float64), 0.5)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

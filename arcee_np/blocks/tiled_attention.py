@@ -14,8 +14,9 @@ maximum ``m``, a running sum ``l`` and an unnormalised output ``acc``:
 
 and at the end ``out = acc / l``, which is ``softmax(s) v`` over all keys: each tile's terms were scaled by
 ``exp(-m')`` and later rescaled by ``exp(m' - m_final)``, so every term carries ``exp(-m_final)`` as in the
-ordinary softmax. Key tiles that lie entirely above the causal diagonal are skipped, not masked; the mask of
-the others is built for the tile alone (blocks/mask.py). Scores and the softmax run in float32 (float64
+ordinary softmax. Key tiles that lie entirely above the causal diagonal are skipped, not masked; the keys on
+the query tile's own diagonal get key tiles of their own (``key_spans``), so only those need the causal
+mask, built for the tile alone (blocks/mask.py) and added to its scores in place. Scores and the softmax run in float32 (float64
 stays float64), as in eager attention; grouped KV heads are used without copies, as in attention.py.
 
 Each score costs three passes over its tile besides the two products (``online_rows``): the row maximum,
@@ -86,9 +87,7 @@ def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=Non
         q1 = min(q0 + query_tile, length)
         queries = xp.reshape(as_dtype(grouped[:, :, :, q0:q1, :], work), (batch, kv_heads, n_rep * (q1 - q0),
                                                                          head_dim))
-        # causal: the last query of the tile sits at cache index past_length + q1 - 1; later keys are skipped
-        key_stop = key_length if mask is not None else min(key_length, past_length + q1)
-        spans = [(k0, min(k0 + key_tile, key_stop)) for k0 in range(0, key_stop, key_tile)]
+        spans = key_spans(key_length, key_tile, None if mask is not None else (past_length + q0, past_length + q1))
 
         def masked(scores, k0, k1):
             return masked_scores(scores, n_rep, past_length, q0, q1, k0, k1, key_mask, segments, mask)
@@ -163,6 +162,20 @@ def two_pass_rows(queries, keys, values, spans, masked, scaling, dtype):
     return acc, seen
 
 
+def key_spans(key_length, key_tile, diagonal=None):
+    """The key tiles ``(k0, k1)`` one tile of queries visits, at most ``key_tile`` keys each.
+
+    diagonal: ``(first, stop)``, the cache indices of the tile's queries under the causal mask, or None (a
+    mask given by the caller: every key). Causal keys after ``stop - 1`` are skipped; the keys before
+    ``first`` are seen by every query of the tile, and the keys ``first:stop`` get tiles of their own, so
+    that only those tiles need the causal mask.
+    """
+    if diagonal is None:
+        return [(k0, min(k0 + key_tile, key_length)) for k0 in range(0, key_length, key_tile)]
+    first, stop = min(diagonal[0], key_length), min(diagonal[1], key_length)
+    return key_spans(first, key_tile) + [(k0, min(k0 + key_tile, stop)) for k0 in range(first, stop, key_tile)]
+
+
 def with_column(x, value):
     """x [..., n] with one more last column, all ``value``: [..., n + 1] (a new array)."""
     xp = array_namespace(x)
@@ -170,16 +183,19 @@ def with_column(x, value):
 
 
 def masked_scores(scores, n_rep, past_length, q0, q1, k0, k1, key_mask=None, segments=None, mask=None):
-    """One tile's scores [B, KV, rows, tk] with its mask applied: the caller's additive 4-D ``mask`` sliced to
-    the tile, or -inf where ``tile_keep`` forbids a pair. Returns [B, KV, rows, tk]."""
+    """One tile's scores [B, KV, rows, tk] with its mask added in place: the caller's additive 4-D ``mask``
+    sliced to the tile, or -inf where ``tile_keep`` forbids a pair (0 elsewhere). Returns [B, KV, rows, tk]."""
     xp = array_namespace(scores)
     if mask is not None:
-        extra = as_dtype(mask[:, :, q0:q1, k0:k1], scores.dtype)[:, :, None, :, :]  # [B|1, 1, 1, tq, tk]
-        return xp.reshape(_grouped(scores, n_rep) + extra, scores.shape)
-    keep = tile_keep(xp, past_length, q0, q1, k0, k1, key_mask, segments)
-    if keep is None:
-        return scores
-    return xp.reshape(xp.where(keep[:, :, None, :, :], _grouped(scores, n_rep), -math.inf), scores.shape)
+        extra = as_dtype(mask[:, :, q0:q1, k0:k1], scores.dtype)
+    else:
+        keep = tile_keep(xp, past_length, q0, q1, k0, k1, key_mask, segments)
+        if keep is None:
+            return scores
+        extra = xp.where(keep, xp.asarray(0.0, dtype=scores.dtype), xp.asarray(-math.inf, dtype=scores.dtype))
+    grouped = _grouped(scores, n_rep)
+    grouped += extra[:, :, None, :, :]  # [B|1, 1, 1, tq, tk] over the query heads of each KV group
+    return xp.reshape(grouped, scores.shape)
 
 
 def tile_scores(queries, keys, scaling, dtype):
