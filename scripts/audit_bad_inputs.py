@@ -141,6 +141,17 @@ def shipped_json(name: str) -> dict:
     return json.loads((SHIPPED / name).read_text(encoding="utf-8"))
 
 
+def v5_rope_spelling(config: dict) -> dict:
+    """A config.json with its RoPE settings in transformers 5's ``rope_parameters`` (theta, type and scaling
+    in one dict) instead of 4's top-level ``rope_theta`` and ``rope_scaling``: the base the RoPE cases vary."""
+    if "rope_parameters" in config:
+        return config
+    rest = {k: v for k, v in config.items() if k not in ("rope_theta", "rope_scaling")}
+    parameters = {"rope_type": "default", "rope_theta": config.get("rope_theta", 10000.0),
+                  **(config.get("rope_scaling") or {})}
+    return {**rest, "rope_parameters": parameters}
+
+
 def safetensors_bytes(header: dict | str | bytes, data: bytes, header_len: int | None = None) -> bytes:
     """A safetensors file from a header (a dict, JSON text or raw bytes) and the data bytes."""
     raw = header if isinstance(header, bytes) else (header if isinstance(header, str) else
@@ -167,7 +178,7 @@ LOAD = "from arcee_np import ArceeForCausalLM\nmodel = ArceeForCausalLM.from_pre
 
 
 def config_cases(work: Path):
-    base = shipped_json("config.json")
+    base = v5_rope_spelling(shipped_json("config.json"))
     for name, kind in CONFIG_FIELDS.items():
         for label, value in bad_json_values(kind):
             if value is None and name in NULL_ALLOWED:
