@@ -2,6 +2,7 @@
 
 from .namespace import array_namespace
 from .precision import as_dtype, product_dtype
+from .tile_map import map_tiles
 
 # A widened row tile holds at most this many elements (8 MiB in float32): it stays in the CPU's last-level
 # cache while the product reads it, and is wide enough for the product to run at full speed.
@@ -18,7 +19,8 @@ def linear(x, weight, bias=None):
     The leading axes are folded into one so the product is a single matrix multiply. For float16 and
     bfloat16 activations it runs in float32 and the result is rounded once, as torch's CPU kernels do. A
     stored weight is widened one tile of rows at a time (``row_tile``), so no widened copy of the whole
-    matrix is ever held.
+    matrix is ever held; on NumPy the tiles run side by side, one per core (blocks/tile_map.py), since
+    widening is an elementwise pass that NumPy runs on one core.
     """
     xp = array_namespace(x)
     lead = x.shape[:-1]
@@ -47,9 +49,12 @@ def tiled_product(rows, weight):
     out_features, in_features = weight.shape
     y = xp.empty((rows.shape[0], out_features), dtype=rows.dtype)
     step = row_tile(in_features)
-    for start in range(0, out_features, step):
+
+    def widen_and_multiply(start):  # one tile of weight rows: the columns start:stop of y
         stop = min(start + step, out_features)
         y[:, start:stop] = rows @ weight.widened_rows(start, stop).T  # [N, stop - start]
+
+    map_tiles(widen_and_multiply, range(0, out_features, step), xp)  # independent tiles: on every core (NumPy)
     return y
 
 
