@@ -170,6 +170,8 @@ def test_pad_defaults_to_eos_and_eos_list():
     (dict(top_p=1.5), r"top_p must be a finite number in \[0, 1\]"),
     (dict(top_k=-1), "top_k must be an integer >= 0"),
     (dict(repetition_penalty=0), "repetition_penalty must be a finite number > 0"),
+    (dict(repetition_penalty=1e-50), "repetition_penalty must be at least 1.18e-38"),  # 0 in float32 scores
+    (dict(do_sample=True, temperature=1e-45), "temperature must be at least 1.18e-38"),  # subnormal there
     (dict(eos_token_id=99), r"eos_token_id \[99\] lies outside the vocabulary"),
     (dict(seed=-1), "seed must be an integer >= 0"),
 ])

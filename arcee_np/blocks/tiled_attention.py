@@ -16,8 +16,9 @@ and at the end ``out = acc / l``, which is ``softmax(s) v`` over all keys: each 
 ``exp(-m')`` and later rescaled by ``exp(m' - m_final)``, so every term carries ``exp(-m_final)`` as in the
 ordinary softmax. Key tiles that lie entirely above the causal diagonal are skipped, not masked; the keys on
 the query tile's own diagonal get key tiles of their own (``key_spans``), so only those need the causal
-mask, built for the tile alone (blocks/mask.py) and added to its scores in place. Scores and the softmax run in float32 (float64
-stays float64), as in eager attention; grouped KV heads are used without copies, as in attention.py.
+mask, built for the tile alone (blocks/mask.py) and added to its scores in place. Scores and the softmax
+run in float32 (float64 stays float64), as in eager attention; grouped KV heads are used without copies,
+as in attention.py.
 
 Each score costs three passes over its tile besides the two products (``online_rows``): the row maximum,
 the subtraction (in place) and the ``exp``. The scale is applied to the queries before the product, and

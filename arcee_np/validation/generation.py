@@ -12,16 +12,20 @@ from .arguments import check_key_mask, check_token_ids
 from .memory import check_allocation
 from .values import is_flag, is_integer, is_real, require_flag, require_int, require_real, require_token_ids, shown
 
+# temperature and repetition_penalty divide float32 scores: below float32's smallest normal number a divisor
+# is 0 or subnormal there, and the scores it divides become inf
+SMALLEST_DIVISOR = 2.0**-126  # numpy.finfo(numpy.float32).tiny, 1.18e-38
+
 # knob -> (the type it takes, its check(name, value, error) -> value)
 KNOBS = {
     "max_new_tokens": ("int", lambda n, v, e: require_int(n, v, e, low=1)),
     "max_length": ("int", lambda n, v, e: require_int(n, v, e, low=1)),
     "min_new_tokens": ("int", lambda n, v, e: require_int(n, v, e, low=0)),
     "do_sample": ("flag", require_flag),
-    "temperature": ("real", lambda n, v, e: require_real(n, v, e, low=0, low_open=True)),
+    "temperature": ("real", lambda n, v, e: require_divisor(n, v, e)),
     "top_k": ("int", lambda n, v, e: require_int(n, v, e, low=0)),
     "top_p": ("real", lambda n, v, e: require_real(n, v, e, low=0, high=1)),
-    "repetition_penalty": ("real", lambda n, v, e: require_real(n, v, e, low=0, low_open=True)),
+    "repetition_penalty": ("real", lambda n, v, e: require_divisor(n, v, e)),
     "eos_token_id": ("ids", require_token_ids),
     "pad_token_id": ("int", lambda n, v, e: require_token_ids(n, v, e, allow_list=False)[0]),
     "bos_token_id": ("int", lambda n, v, e: require_token_ids(n, v, e, allow_list=False)[0]),
@@ -32,6 +36,15 @@ _OF_TYPE = {"int": is_integer, "real": is_real, "flag": is_flag,
             "ids": lambda v: is_integer(v) or isinstance(v, (list, tuple))}
 _HINTS = {"temperature": " For greedy decoding use do_sample=False.", "repetition_penalty": " 1.0 is off.",
           "top_p": " 1.0 is off."}
+
+
+def require_divisor(name: str, value, error) -> float:
+    """A finite number > 0 that the float32 scores can be divided by: at least SMALLEST_DIVISOR."""
+    divisor = require_real(name, value, error, low=0, low_open=True)
+    if divisor < SMALLEST_DIVISOR:
+        raise error(f"{name} must be at least {SMALLEST_DIVISOR:.3g} (float32's smallest normal number), got "
+                    f"{shown(value)}: the float32 scores it divides would become inf.")
+    return divisor
 
 
 def check_knob(name: str, value):
