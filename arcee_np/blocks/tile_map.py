@@ -2,10 +2,10 @@
 
 NumPy runs a matrix product on every core (through its BLAS) but an elementwise pass (a maximum, a
 subtraction, an ``exp``, the widening of a stored weight) on one. Tiled attention spends more than half of
-its time in such passes, and so does a product with a weight widened per use; their tiles (query tiles,
-tiles of weight rows) are independent of each other, so on NumPy they can run in threads, one tile per
-BLAS thread, each thread's products limited to one BLAS thread (threads that each ask the BLAS for every
-core slow each other down). NumPy releases the GIL inside its loops, so the threads really do run at
+its time in such passes, and a product with a weight widened per use a good part of its own; their tiles
+(query tiles, tiles of weight rows) are independent of each other, so on NumPy they can run in threads,
+one tile per BLAS thread, each thread's products limited to one BLAS thread (threads that each ask the
+BLAS for every core slow each other down). NumPy releases the GIL inside its loops, so the threads really do run at
 once. Each tile does the same arithmetic as in a plain loop; only the BLAS may split a product's work
 differently with one thread than with several, so results agree with the plain loop to float32 rounding.
 
