@@ -33,7 +33,7 @@ def test_other_namespaces_and_single_tiles_run_in_the_calling_thread():
 
 
 @needs_two_blas_threads
-def test_threaded_products_equal_the_plain_loop_to_float32_rounding():
+def test_threaded_products_equal_float64_products_to_float32_rounding():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((8, 300, 200), dtype=np.float32), rng.standard_normal((200, 500), dtype=np.float32)
     threaded = map_tiles(lambda i: a[i] @ b, range(8), np)

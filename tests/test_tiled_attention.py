@@ -96,22 +96,31 @@ def test_sixteen_bit_tiled_rounds_as_eager(rng, dtype):
 def test_causal_tiles_above_the_diagonal_are_skipped(monkeypatch):
     """With 4 query tiles and 4 key tiles of the same size, only the 10 tiles on or below the diagonal are
     computed, and only the 4 on it are masked."""
-    computed, masked = [], []
-    original_scores, original_keep = tiled_module.masked_scores, tiled_module.tile_keep
+    computed = []
+    original_scores = tiled_module.masked_scores
     monkeypatch.setattr(tiled_module, "masked_scores", lambda *a: computed.append(a[5:7]) or original_scores(*a))
-
-    def keep(xp, past, q0, q1, k0, k1, *rest):
-        result = original_keep(xp, past, q0, q1, k0, k1, *rest)
-        if result is not None:
-            masked.append((q0, k0))
-        return result
-
-    monkeypatch.setattr(tiled_module, "tile_keep", keep)
+    masked = record_masked_tiles(monkeypatch)
     rng = np.random.default_rng(0)
     q, k, v = (rng.normal(size=(1, 2, 16, 4)) for _ in range(3))
     tiled_attention(q, k, v, 0.5, query_tile=4, key_tile=4)
     assert len(computed) == 10
-    assert sorted(masked) == [(0, 0), (4, 4), (8, 8), (12, 12)]  # the tiles may run side by side
+    assert sorted(masked) == [(0, 0, 4), (4, 4, 8), (8, 8, 12), (12, 12, 16)]
+
+
+def record_masked_tiles(monkeypatch):
+    """A list that collects ``(q0, k0, k1)`` of every tile for which tile_keep builds a mask (in any order:
+    the query tiles may run side by side)."""
+    masked = []
+    original_keep = tiled_module.tile_keep
+
+    def keep(xp, past, q0, q1, k0, k1, *rest):
+        result = original_keep(xp, past, q0, q1, k0, k1, *rest)
+        if result is not None:
+            masked.append((q0, k0, k1))
+        return result
+
+    monkeypatch.setattr(tiled_module, "tile_keep", keep)
+    return masked
 
 
 @pytest.mark.parametrize("padding", ["left", "right", "none"])
@@ -181,16 +190,7 @@ def test_key_spans_give_the_causal_diagonal_tiles_of_their_own():
 def test_only_diagonal_key_tiles_are_masked(monkeypatch):
     """With query tiles of 4 and key tiles of 6 over 16 causal positions, the tiles of keys before a query
     tile pass unmasked; the mask is built for the 4 diagonal tiles alone, and the result is eager's."""
-    masked = []
-    original_keep = tiled_module.tile_keep
-
-    def keep(xp, past, q0, q1, k0, k1, *rest):
-        result = original_keep(xp, past, q0, q1, k0, k1, *rest)
-        if result is not None:
-            masked.append((q0, k0, k1))
-        return result
-
-    monkeypatch.setattr(tiled_module, "tile_keep", keep)
+    masked = record_masked_tiles(monkeypatch)
     rng = np.random.default_rng(1)
     q, k, v = (rng.normal(size=(1, 2, 16, 4)) for _ in range(3))
     got = tiled_attention(q, k, v, 0.5, query_tile=4, key_tile=6)

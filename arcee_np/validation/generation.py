@@ -16,16 +16,26 @@ from .values import is_flag, is_integer, is_real, require_flag, require_int, req
 # is 0 or subnormal there, and the scores it divides become inf
 SMALLEST_DIVISOR = 2.0**-126  # numpy.finfo(numpy.float32).tiny, 1.18e-38
 
+
+def require_divisor(name: str, value, error) -> float:
+    """A finite number > 0 that the float32 scores can be divided by: at least SMALLEST_DIVISOR."""
+    divisor = require_real(name, value, error, low=0, low_open=True)
+    if divisor < SMALLEST_DIVISOR:
+        raise error(f"{name} must be at least {SMALLEST_DIVISOR:.3g} (float32's smallest normal number), got "
+                    f"{shown(value)}: the float32 scores it divides would become inf.")
+    return divisor
+
+
 # knob -> (the type it takes, its check(name, value, error) -> value)
 KNOBS = {
     "max_new_tokens": ("int", lambda n, v, e: require_int(n, v, e, low=1)),
     "max_length": ("int", lambda n, v, e: require_int(n, v, e, low=1)),
     "min_new_tokens": ("int", lambda n, v, e: require_int(n, v, e, low=0)),
     "do_sample": ("flag", require_flag),
-    "temperature": ("real", lambda n, v, e: require_divisor(n, v, e)),
+    "temperature": ("real", require_divisor),
     "top_k": ("int", lambda n, v, e: require_int(n, v, e, low=0)),
     "top_p": ("real", lambda n, v, e: require_real(n, v, e, low=0, high=1)),
-    "repetition_penalty": ("real", lambda n, v, e: require_divisor(n, v, e)),
+    "repetition_penalty": ("real", require_divisor),
     "eos_token_id": ("ids", require_token_ids),
     "pad_token_id": ("int", lambda n, v, e: require_token_ids(n, v, e, allow_list=False)[0]),
     "bos_token_id": ("int", lambda n, v, e: require_token_ids(n, v, e, allow_list=False)[0]),
@@ -36,15 +46,6 @@ _OF_TYPE = {"int": is_integer, "real": is_real, "flag": is_flag,
             "ids": lambda v: is_integer(v) or isinstance(v, (list, tuple))}
 _HINTS = {"temperature": " For greedy decoding use do_sample=False.", "repetition_penalty": " 1.0 is off.",
           "top_p": " 1.0 is off."}
-
-
-def require_divisor(name: str, value, error) -> float:
-    """A finite number > 0 that the float32 scores can be divided by: at least SMALLEST_DIVISOR."""
-    divisor = require_real(name, value, error, low=0, low_open=True)
-    if divisor < SMALLEST_DIVISOR:
-        raise error(f"{name} must be at least {SMALLEST_DIVISOR:.3g} (float32's smallest normal number), got "
-                    f"{shown(value)}: the float32 scores it divides would become inf.")
-    return divisor
 
 
 def check_knob(name: str, value):
