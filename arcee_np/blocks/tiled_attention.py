@@ -31,27 +31,31 @@ import math
 from .mask import allowed
 from .namespace import array_namespace
 from .precision import as_dtype, product_dtype
+from .tile_budget import score_tile_elements
 from .tile_map import map_tiles
 
-# A tile of scores holds at most this many elements (8 MiB in float32): big enough that the products run at
-# BLAS speed and the loop costs little, small enough to stay near the CPU's cache.
-SCORE_TILE_ELEMENTS = 1 << 21
-QUERY_TILE = 256
-MIN_KEY_TILE = 64
+# A tile of scores holds at most this many elements: what stays in one core's L2 cache while the passes over
+# the tile run, asked of the machine (blocks/tile_budget.py; 196,608 for a 1 MiB L2).
+SCORE_TILE_ELEMENTS = score_tile_elements()
+QUERY_TILE = 64  # queries a tile (of every head); with a 1 MiB L2 and 12 heads, tiles of 64 x 256 scores
+MIN_KEY_TILE = 64  # keys a tile at least: shorter rows make the products and the loop slow
 
 
-def tile_sizes(batch, heads, query_length, key_length):
+def tile_sizes(batch, heads, query_length, key_length, budget=None):
     """``(query_tile, key_tile)``: up to QUERY_TILE queries, and as many keys as keep a tile of scores
-    ``[B, H, tq, tk]`` within SCORE_TILE_ELEMENTS (at least MIN_KEY_TILE, at most all of them)."""
+    ``[B, H, tq, tk]`` within ``budget`` elements (default SCORE_TILE_ELEMENTS; at least MIN_KEY_TILE keys,
+    at most all of them)."""
+    budget = SCORE_TILE_ELEMENTS if budget is None else budget
     query_tile = min(query_length, QUERY_TILE)
-    key_tile = max(MIN_KEY_TILE, SCORE_TILE_ELEMENTS // max(1, batch * heads * query_tile))
+    key_tile = max(MIN_KEY_TILE, budget // max(1, batch * heads * query_tile))
     return query_tile, min(key_length, key_tile)
 
 
-def fits_one_tile(batch, heads, query_length, key_length):
-    """Whether all ``[B, H, T, S]`` scores of a step fit one tile: the online softmax would then be a single
-    tile, which eager attention computes with fewer steps (decode steps, short prompts)."""
-    return batch * heads * query_length * key_length <= SCORE_TILE_ELEMENTS
+def fits_one_tile(batch, heads, query_length, key_length, budget=None):
+    """Whether all ``[B, H, T, S]`` scores of a step fit one tile of ``budget`` elements (default
+    SCORE_TILE_ELEMENTS): the online softmax would then be a single tile, which eager attention computes
+    with fewer steps (decode steps, short prompts)."""
+    return batch * heads * query_length * key_length <= (SCORE_TILE_ELEMENTS if budget is None else budget)
 
 
 def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=None, mask=None, query_tile=None,

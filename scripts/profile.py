@@ -1,0 +1,321 @@
+"""Where one prefill and one decode step of arcee_np spend their time, part by part, against this machine's roofs.
+
+The forward is timed through its one hook point, the trace (arcee_np/trace.py): a timing trace stamps the
+clock at every named intermediate and records nothing, so each interval between two names is one part of
+the model (the q product, RoPE on k, the attention, the MLP's activation ...), per layer. The normal forward
+is untouched: with no trace active, ``record`` costs one check, as always. The KV cache's ``update`` is
+stamped too (the cache write), and the time before the first layer and after the last is split into the
+embedding, the mask and RoPE tables, the final norm and the LM head.
+
+Each part is set against the *roof* of its kind, measured in the same process on the same machine:
+
+* products (prefill): the floating-point work at the GEMM rate of NumPy's BLAS (GFLOP/s of the largest
+  product of the step's shape), and the same product timed bare (``x @ w.T`` alone, no Python around it);
+* products (decode): the weight's bytes at the rate a bare chain of NumPy matrix-vector products reads
+  memory (GB/s);
+* elementwise parts (norms, RoPE, residuals, activation, cache write): one pass over the part's elements at
+  the measured ns per element of a NumPy pass of that size (a fused kernel's floor; NumPy's code makes
+  several passes, and each call costs about a microsecond of Python);
+* attention: its two products at the GEMM rate (decode: the cache's bytes at the GEMV rate) plus one ``exp``
+  per score at NumPy's measured ``exp`` rate.
+
+``measured / roof`` says how far each part is from its roof; the line "between the parts" is the Python and
+the small array calls outside the named parts (validation, the step's setup, building the output).
+
+    python scripts/profile.py                        # 125M model: prefill 1 x 512, decode over a 16-token cache
+    python scripts/profile.py --prefill 2048 --cache 2048 --per-layer
+    python scripts/bench.py --profile                # the same, from the benchmark script
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+trace_module = importlib.import_module("arcee_np.trace")  # the module (the package exports its function)
+
+# The trace names a layer records, in order, and what the interval ending at each one holds.
+PART_OF_STAGE = {
+    "input_norm": "input norm",
+    "attn.q": "q product",
+    "attn.k": "k product",
+    "attn.v": "v product",
+    "attn.q_rope": "RoPE q",
+    "attn.k_rope": "RoPE k",
+    "cache_write": "cache write",
+    "attn.scores": "attention",  # eager attention shows its scores and probabilities: one part with the rest
+    "attn.probs": "attention",
+    "attn.context": "attention",
+    "attn.out": "o product",
+    "attn_residual": "residual",
+    "post_norm": "post norm",
+    "mlp.up": "up product",
+    "mlp.act": "activation",
+    "mlp.out": "down product",
+    "out": "residual",
+}
+PARTS = ("input norm", "q product", "k product", "v product", "RoPE q", "RoPE k", "cache write", "attention",
+         "o product", "residual", "post norm", "up product", "activation", "down product")
+
+
+class TimingTrace(trace_module.Trace):
+    """A trace that records no value: it stamps the clock each time the forward records a name."""
+
+    def __init__(self):
+        super().__init__(())
+        self.stamps = []
+
+    def wants(self, name):
+        return False
+
+    def see(self, name, value):
+        self.stamps.append((name, time.perf_counter()))
+
+
+class timing:
+    """``with timing() as t: model(...)``: ``t.stamps`` holds ``(name, seconds)`` for every recorded name."""
+
+    def __enter__(self):
+        self.trace = TimingTrace()
+        trace_module._active.append(self.trace)
+        return self.trace
+
+    def __exit__(self, *exc):
+        trace_module._active.remove(self.trace)
+
+
+def stamped_cache(cache, stamps_of):
+    """Make ``cache.update`` stamp ``layers.{i}.cache_write`` after it runs (on this instance only)."""
+    update = cache.update
+
+    def timed_update(keys, values, layer):
+        out = update(keys, values, layer)
+        stamps_of().append((f"layers.{layer}.cache_write", time.perf_counter()))
+        return out
+
+    cache.update = timed_update
+    return cache
+
+
+@dataclass
+class StepTimes:
+    """Seconds per part: ``layers[i][part]`` and the model-level parts, from one timed forward."""
+
+    layers: list = field(default_factory=list)
+    outside: dict = field(default_factory=dict)
+    total: float = 0.0
+
+
+def split_stamps(stamps, start, end, num_layers):
+    """Intervals between consecutive stamps, each given to the part its closing name belongs to."""
+    times = StepTimes(layers=[dict.fromkeys(PARTS, 0.0) for _ in range(num_layers)], total=end - start)
+    previous = start
+    for name, when in stamps + [("end", end)]:
+        layer, stage = trace_module.split_name(name)
+        seconds, previous = when - previous, when
+        if layer is not None and stage in PART_OF_STAGE:
+            times.layers[layer][PART_OF_STAGE[stage]] += seconds
+        else:
+            times.outside[name] = times.outside.get(name, 0.0) + seconds
+    return times
+
+
+def median_times(runs):
+    """The part-by-part median of several StepTimes."""
+    layers = [{part: statistics.median(r.layers[i][part] for r in runs) for part in PARTS}
+              for i in range(len(runs[0].layers))]
+    outside = {name: statistics.median(r.outside.get(name, 0.0) for r in runs) for name in runs[0].outside}
+    return StepTimes(layers, outside, statistics.median(r.total for r in runs))
+
+
+# ---------------------------------------------------------------------------------------------- roofs
+def best_seconds(fn, repeats=7):
+    """The fastest of ``repeats`` timed calls of ``fn`` after one warm-up call: what the machine can do."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@dataclass
+class Roofs:
+    gemm_flops: float  # FLOP/s of NumPy's BLAS on the step's largest product
+    gemv_bytes: float  # bytes/s of a bare chain of matrix-vector products over the model's weights
+    pass_seconds: dict  # elements -> seconds per element of one NumPy pass (a multiply into a buffer)
+    exp_seconds: float  # seconds per element of NumPy's float32 exp (1 Mi elements)
+
+    def elementwise(self, elements):
+        """One pass over ``elements`` float32 numbers at the rate measured for the nearest size."""
+        size = min(self.pass_seconds, key=lambda n: abs(np.log(n) - np.log(max(elements, 1))))
+        return elements * self.pass_seconds[size]
+
+
+def measure_roofs(params, rows, config):
+    """The roofs of this machine for a step of ``rows`` positions (module docstring)."""
+    rng = np.random.default_rng(0)
+    up = np.asarray(params["layers.0.mlp.up_proj.weight"])
+    x = rng.standard_normal((max(rows, 256), up.shape[1]), dtype=np.float32)
+    gemm = 2 * x.shape[0] * up.shape[0] * up.shape[1] / best_seconds(lambda: x @ up.T)
+    matrices = [np.asarray(w) for name, w in params.items() if name.startswith("layers.") and np.ndim(w) == 2]
+    vectors = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
+    weight_bytes = sum(w.nbytes for w in matrices)
+    gemv = weight_bytes / best_seconds(lambda: [vectors[w.shape[1]] @ w.T for w in matrices], 5)
+    passes = {}
+    for elements in sorted({config.hidden_size, rows * config.hidden_size, rows * config.intermediate_size,
+                            1 << 20}):
+        a = rng.standard_normal(elements, dtype=np.float32)
+        out = np.empty_like(a)
+        passes[elements] = best_seconds(lambda a=a, out=out: np.multiply(a, a, out=out), 21) / elements
+    a = rng.standard_normal(1 << 20, dtype=np.float32)
+    out = np.empty_like(a)
+    exp = best_seconds(lambda: np.exp(a, out=out), 11) / a.size
+    return Roofs(gemm, gemv, passes, exp)
+
+
+def bare_product_seconds(params, rows):
+    """Each product of a layer, ``x @ w.T`` on its shape with nothing around it: name -> seconds."""
+    rng = np.random.default_rng(1)
+    names = {"q product": "self_attn.q_proj", "k product": "self_attn.k_proj", "v product": "self_attn.v_proj",
+             "o product": "self_attn.o_proj", "up product": "mlp.up_proj", "down product": "mlp.down_proj"}
+    out = {}
+    for part, name in names.items():
+        w = np.asarray(params[f"layers.0.{name}.weight"])
+        x = rng.standard_normal((rows, w.shape[1]), dtype=np.float32)
+        out[part] = best_seconds(lambda x=x, w=w: x @ w.T)
+    return out
+
+
+def part_roofs(config, roofs, batch, length, past):
+    """The roof of each part of one layer, in seconds, for ``batch`` x ``length`` new positions after
+    ``past`` cached ones (decode: ``length`` 1)."""
+    d, i, hd = config.hidden_size, config.intermediate_size, config.head_dim
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    rows = batch * length
+    decode = rows == batch
+
+    def product(n_in, n_out):
+        return 4 * n_in * n_out / roofs.gemv_bytes if decode else 2 * rows * n_in * n_out / roofs.gemm_flops
+
+    scores = batch * heads * (length * past + length * (length + 1) // 2)  # causal: the keys each query sees
+    keys = past + length
+    attention = (2 * 4 * batch * kv * keys * hd / roofs.gemv_bytes if decode
+                 else 2 * 2 * hd * scores / roofs.gemm_flops) + scores * roofs.exp_seconds
+    return {
+        "input norm": roofs.elementwise(2 * rows * d), "post norm": roofs.elementwise(2 * rows * d),
+        "q product": product(d, heads * hd), "k product": product(d, kv * hd), "v product": product(d, kv * hd),
+        "o product": product(heads * hd, d), "up product": product(d, i), "down product": product(i, d),
+        "RoPE q": roofs.elementwise(rows * heads * hd), "RoPE k": roofs.elementwise(rows * kv * hd),
+        "cache write": roofs.elementwise(2 * rows * kv * hd), "attention": attention,
+        "residual": roofs.elementwise(2 * rows * d), "activation": roofs.elementwise(rows * i),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- running
+def timed_step(model, ids, cache, repeats):
+    """Median StepTimes of ``repeats`` forwards of ``ids`` (with ``cache``: each a decode step, the cache
+    cropped back after it)."""
+    runs = []
+    for _ in range(repeats + 1):  # the first warms up
+        past = None if cache is None else cache.get_seq_length()
+        with timing() as t:
+            if cache is not None:
+                stamped_cache(cache, lambda: t.stamps)
+            start = time.perf_counter()
+            model(ids, past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
+            end = time.perf_counter()
+        if cache is not None:
+            del cache.update  # the class's method again
+            cache.crop(past)
+        runs.append(split_stamps(t.stamps, start, end, model.config.num_hidden_layers))
+    return median_times(runs[1:])
+
+
+def report(title, times, roofs_of_part, bare=None, per_layer=False):
+    """Print one step's table: each part's time per layer and in all, its roof and the ratio."""
+    n = len(times.layers)
+    parts = {part: sum(layer[part] for layer in times.layers) for part in PARTS}
+    parts = {part: seconds for part, seconds in parts.items() if seconds > 0.0}
+    whole = sum(parts.values()) + sum(times.outside.values())
+    print(f"\n{title}: {whole * 1e3:.2f} ms, the sum of the parts' medians (median wall time "
+          f"{times.total * 1e3:.2f} ms)")
+    print(f"{'part':16}{'ms/layer':>10}{'ms total':>10}{'share':>8}{'roof ms':>10}{'x roof':>8}"
+          + (f"{'bare ms':>10}" if bare else ""))
+    for part, total in parts.items():
+        roof = roofs_of_part[part] * n
+        line = (f"{part:16}{total / n * 1e3:10.3f}{total * 1e3:10.2f}{total / whole:8.1%}{roof * 1e3:10.2f}"
+                f"{total / roof:8.1f}")
+        if bare:
+            line += f"{bare[part] * n * 1e3:10.2f}" if part in bare else f"{'':>10}"
+        print(line)
+    for name, seconds in times.outside.items():
+        label = {"embed": "call + embedding", "final_norm": "final norm", "logits": "LM head",
+                 "end": "output"}.get(name, name)
+        print(f"{label:16}{'':10}{seconds * 1e3:10.2f}{seconds / whole:8.1%}")
+    first_norm = times.layers[0]["input norm"] - statistics.median(layer["input norm"] for layer in times.layers)
+    print(f"(layer 0's input norm includes the step's mask and RoPE tables: {first_norm * 1e3:.2f} ms more "
+          f"than the median layer's)")
+    if per_layer:
+        print("per layer, ms: " + " ".join(f"{sum(layer.values()) * 1e3:.2f}" for layer in times.layers))
+
+
+def profile(path, prefill=512, cache_length=16, repeats=5, per_layer=False):
+    """Profile a prefill of 1 x ``prefill`` and a decode step over a ``cache_length``-token cache of the
+    checkpoint at ``path`` (arcee_np's default settings, float32)."""
+    from threadpoolctl import threadpool_info
+
+    from arcee_np import ArceeForCausalLM, KVCache
+
+    model = ArceeForCausalLM.from_pretrained(path)
+    config, params = model.config, model.params
+    rng = np.random.default_rng(0)
+    blas = ", ".join(f"{i['internal_api']} {i['version']} {i['architecture']} kernel, {i['num_threads']} threads"
+                     for i in threadpool_info() if i["user_api"] == "blas")
+    print(f"arcee_np profile; BLAS: {blas}")
+
+    roofs = measure_roofs(params, prefill, config)
+    print(f"roofs measured here: GEMM {roofs.gemm_flops / 1e9:.0f} GFLOP/s, matrix-vector {roofs.gemv_bytes / 1e9:.1f}"
+          f" GB/s, one elementwise pass " + ", ".join(f"{s * 1e9:.2f} ns/el ({n} el)"
+                                                      for n, s in roofs.pass_seconds.items())
+          + f", exp {roofs.exp_seconds * 1e9:.2f} ns/el")
+
+    ids = rng.integers(3, config.vocab_size, (1, prefill))
+    times = timed_step(model, ids, None, repeats)
+    report(f"prefill 1 x {prefill}", times, part_roofs(config, roofs, 1, prefill, 0),
+           bare_product_seconds(params, prefill), per_layer)
+
+    cache = KVCache(config.num_hidden_layers, max_length=cache_length + 1)
+    model(rng.integers(3, config.vocab_size, (1, cache_length)), past_key_values=cache, use_cache=True,
+          logits_to_keep=1)
+    times = timed_step(model, rng.integers(3, config.vocab_size, (1, 1)), cache, max(repeats, 20))
+    report(f"decode step over a {cache_length}-token cache", times, part_roofs(config, roofs, 1, 1, cache_length),
+           None, per_layer)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prefill", type=int, default=512)
+    parser.add_argument("--cache", type=int, default=16, help="cached positions before the decode step")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--per-layer", action="store_true", help="also print each layer's total")
+    parser.add_argument("--path", help="a checkpoint (default: the 125M random model of scripts/bench.py)")
+    args = parser.parse_args(argv)
+    if args.path:
+        return profile(args.path, args.prefill, args.cache, args.repeats, args.per_layer)
+    from bench import make_checkpoint
+
+    with tempfile.TemporaryDirectory() as path:
+        make_checkpoint(path)
+        profile(path, args.prefill, args.cache, args.repeats, args.per_layer)
+
+
+if __name__ == "__main__":
+    main()
