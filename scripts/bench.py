@@ -17,12 +17,17 @@ Default run (the short workload):
 
 ``--long``: prefill at each of ``--lengths`` (512, 2048, 8192, 16384) in a fresh process per side and
 length, so that each peak RSS belongs to one length (transformers eager only up to ``--eager-max``, its
-[H, T, T] scores growing with the square of T), and decode of ``--new-tokens`` tokens after an
-``--decode-cache``-token prefill (8192). ``--plot FILE`` draws time and peak memory against length.
+[H, T, T] scores growing with the square of T; llama.cpp with flash attention off and on when it imports),
+and decode of ``--new-tokens`` tokens after an ``--decode-cache``-token prefill (8192). ``--plot FILE``
+draws time and peak memory against length.
+
+``--profile``: arcee_np alone, one prefill of ``--prefill`` tokens and one decode step split into the
+model's parts against this machine's roofs (scripts/bench_profile.py).
 
     pip install -e ".[golden]"                          # torch==2.13.0 (CPU) + transformers==5.24.0
     python scripts/bench.py --repeats 5 --json bench.json
     python scripts/bench.py --long --plot docs/images/long_context.png --json long.json
+    python scripts/bench.py --profile
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ SHAPE_125M = dict(vocab_size=32000, hidden_size=768, num_hidden_layers=12, num_a
                   num_key_value_heads=4, intermediate_size=3072, max_position_embeddings=16384,
                   bos_token_id=1, eos_token_id=2)
 SIDES = ("arcee_np", "transformers-sdpa", "transformers-eager")
+LLAMA_CPP_SIDES = ("llama.cpp-f32", "llama.cpp-f32-fa")  # flash attention off and on
 
 
 def peak_rss_mib() -> float:
@@ -115,9 +121,10 @@ class TransformersSide:
 
 class LlamaCppSide:
     """llama.cpp through llama-cpp-python on an F32 GGUF of the same checkpoint (written by arcee_np's GGUF
-    writer as llama.cpp's converter writes it); flash attention off, llama.cpp's other defaults."""
+    writer as llama.cpp's converter writes it); flash attention off (``llama.cpp-f32``) or on
+    (``llama.cpp-f32-fa``), llama.cpp's other defaults."""
 
-    def __init__(self, path, threads):
+    def __init__(self, path, threads, flash_attn=False):
         import llama_cpp
 
         from arcee_np.io.gguf_writer import convert_checkpoint
@@ -127,25 +134,29 @@ class LlamaCppSide:
             convert_checkpoint(path, gguf, "F32", metadata={"tokenizer.ggml.model": "none"})
         self.llama_cpp = llama_cpp
         self.model = llama_cpp.Llama(model_path=gguf, n_ctx=SHAPE_125M["max_position_embeddings"], n_batch=16384,
-                                     n_ubatch=512, n_threads=threads, n_threads_batch=threads, flash_attn=False,
-                                     verbose=False)
+                                     n_ubatch=512, n_threads=threads, n_threads_batch=threads,
+                                     flash_attn=flash_attn, verbose=False)
 
     def prefill(self, ids):
         self.model.reset()
         self.model.eval(ids[0])
 
     def generate(self, ids, new_tokens):
+        return self.decode_after(ids, new_tokens)[1]
+
+    def decode_after(self, ids, new_tokens):
+        """Prefill ``ids``, then time ``new_tokens`` greedy steps; returns (seconds, tokens)."""
         import numpy as np
 
         self.model.reset()
         self.model.eval(ids[0])
-        tokens = []
+        tokens, start = [], time.perf_counter()
         for _ in range(new_tokens):
             logits = np.ctypeslib.as_array(self.llama_cpp.llama_get_logits_ith(self.model.ctx, -1),
                                            shape=(self.model.n_vocab(),))
             tokens.append(int(np.argmax(logits)))
             self.model.eval([tokens[-1]])
-        return tokens
+        return time.perf_counter() - start, tokens
 
 
 def gemv_chain_step_seconds(path, repeats=20):
@@ -173,8 +184,8 @@ def worker_main(side, path, threads):
     sys.stdout = sys.stderr
     if side == "arcee_np":
         runner = ArceeSide(path)
-    elif side == "llama.cpp-f32":
-        runner = LlamaCppSide(path, threads)
+    elif side.startswith("llama.cpp-f32"):
+        runner = LlamaCppSide(path, threads, flash_attn=side.endswith("-fa"))
     else:
         runner = TransformersSide(path, threads, side.split("-")[1])
     print(json.dumps({"ready": True}), file=replies, flush=True)
@@ -277,18 +288,20 @@ def short_run(path, args):
 
 
 def long_run(path, args):
-    """Prefill at each length, a fresh worker per side and length; then decode after a long prefill."""
+    """Prefill at each length, a fresh worker per side and length; then decode after a long prefill. llama.cpp
+    runs too when llama-cpp-python imports, with flash attention off and on."""
     results = {"prefill": [], "decode": {}}
+    llama = list(LLAMA_CPP_SIDES) if llama_cpp_importable() else []
     print(f"{'T':>6} {'side':20} {'tok/s':>9} {'peak RSS MiB':>13}")
     for length in args.lengths:
-        sides = [s for s in SIDES if s != "transformers-eager" or length <= args.eager_max]
+        sides = [s for s in SIDES if s != "transformers-eager" or length <= args.eager_max] + llama
         workers = [Worker(side, path, args.threads) for side in sides]
         seconds = timed(workers, args.repeats, op="prefill", ids=random_ids(length, length))
         for w in workers:
             row = {"length": length, "side": w.side, "tok_s": length / seconds[w.side], "peak_rss_mib": w.close()}
             results["prefill"].append(row)
             print(f"{length:6d} {w.side:20} {row['tok_s']:9.1f} {row['peak_rss_mib']:13.0f}", flush=True)
-    workers = [Worker(side, path, args.threads) for side in ("arcee_np", "transformers-sdpa")]
+    workers = [Worker(side, path, args.threads) for side in ["arcee_np", "transformers-sdpa"] + llama]
     prompt = random_ids(args.decode_cache, 7)
     seconds = timed(workers, args.repeats, op="decode_after", ids=prompt, new_tokens=args.new_tokens)
     for w in workers:
@@ -297,11 +310,14 @@ def long_run(path, args):
               f"{results['decode'][w.side]['tok_s']:.1f} tok/s")
     by = {(r["length"], r["side"]): r for r in results["prefill"]}
     for length in args.lengths:
-        ours, sdpa = by[(length, "arcee_np")], by[(length, "transformers-sdpa")]
-        print(f"T={length}: arcee_np / sdpa {ours['tok_s'] / sdpa['tok_s']:.2f}x tok/s, "
-              f"{ours['peak_rss_mib'] / sdpa['peak_rss_mib']:.2f}x peak RSS")
+        ours = by[(length, "arcee_np")]
+        for side in ["transformers-sdpa"] + llama:
+            theirs = by[(length, side)]
+            print(f"T={length}: arcee_np / {side} {ours['tok_s'] / theirs['tok_s']:.2f}x tok/s, "
+                  f"{ours['peak_rss_mib'] / theirs['peak_rss_mib']:.2f}x peak RSS")
     decode = results["decode"]
-    print(f"decode: arcee_np / sdpa {decode['arcee_np']['tok_s'] / decode['transformers-sdpa']['tok_s']:.2f}x")
+    for side in ["transformers-sdpa"] + llama:
+        print(f"decode: arcee_np / {side} {decode['arcee_np']['tok_s'] / decode[side]['tok_s']:.2f}x")
     if args.plot:
         plot(results, args.plot)
     return results
@@ -316,7 +332,7 @@ def plot(results, file):
     from matplotlib.ticker import ScalarFormatter
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    for side in SIDES:
+    for side in dict.fromkeys(r["side"] for r in results["prefill"]):
         rows = [r for r in results["prefill"] if r["side"] == side]
         lengths = [r["length"] for r in rows]
         left.plot(lengths, [r["length"] / r["tok_s"] for r in rows], marker="o", label=side)
@@ -347,6 +363,8 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--long", action="store_true", help="the long-context run instead of the short one")
+    parser.add_argument("--profile", action="store_true", help="arcee_np's prefill and decode step, part by part "
+                        "against the machine's roofs (scripts/bench_profile.py)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192, 16384])
     parser.add_argument("--eager-max", type=int, default=4096, help="longest prefill run with transformers eager")
     parser.add_argument("--decode-cache", type=int, default=8192, help="prefill before the long decode")
@@ -360,6 +378,11 @@ def main(argv=None):
 
     with open("/proc/cpuinfo") as fh:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown CPU")
+    if args.profile:
+        import bench_profile  # beside this file
+
+        return bench_profile.main(["--prefill", str(args.prefill), "--cache", str(args.prompt),
+                                  "--repeats", str(args.repeats)])
     print(f"125M Arcee, float32, {args.threads} threads, medians of {args.repeats}; {cpu}")
     with tempfile.TemporaryDirectory() as path:
         make_checkpoint(path)

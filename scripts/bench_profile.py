@@ -22,9 +22,9 @@ Each part is set against the *roof* of its kind, measured in the same process on
 ``measured / roof`` says how far each part is from its roof; the line "between the parts" is the Python and
 the small array calls outside the named parts (validation, the step's setup, building the output).
 
-    python scripts/profile.py                        # 125M model: prefill 1 x 512, decode over a 16-token cache
-    python scripts/profile.py --prefill 2048 --cache 2048 --per-layer
-    python scripts/bench.py --profile                # the same, from the benchmark script
+    python scripts/bench_profile.py          # the 125M model: prefill 1 x 512, a decode step over a 16-token cache
+    python scripts/bench_profile.py --prefill 2048 --cache 2048 --per-layer
+    python scripts/bench.py --profile        # the same, from the benchmark script
 """
 
 from __future__ import annotations
