@@ -1,0 +1,70 @@
+"""The NumPy layout of tiled attention (blocks/tiled_attention_numpy.py) equals eager attention and the reference
+tiled path to float32 rounding (float64: 1e-12), over the same problems as tests/test_tiled_attention.py: tile
+sizes, padding, packed rows, caches, MHA/GQA/MQA, a caller's 4-D mask; and it runs the reference where its
+in-place passes are not available (array_api_strict, 16-bit floats)."""
+
+from __future__ import annotations
+
+import array_api_strict
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arcee_np.blocks import attention, causal_padding_mask, tiled_attention
+from arcee_np.blocks.tiled_attention_numpy import tiled_attention_numpy
+
+from test_tiled_attention import TOLERANCE, masks, problems
+
+
+@settings(max_examples=150, deadline=None)
+@given(problem=problems(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_numpy_layout_equals_eager_and_the_reference(problem, dtype):
+    batch, heads, kv, length, past, head_dim, kind, (query_tile, key_tile), seed = problem
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(batch, heads, length, head_dim)).astype(dtype)
+    k = rng.normal(size=(batch, kv, past + length, head_dim)).astype(dtype)
+    v = rng.normal(size=(batch, kv, past + length, head_dim)).astype(dtype)
+    key_mask, segments, given_mask, eager_mask = masks(kind, batch, length, past, rng, dtype)
+    expected, _ = attention(q, k, v, eager_mask, head_dim**-0.5)
+    reference = tiled_attention(q, k, v, head_dim**-0.5, past, key_mask, segments, given_mask, query_tile, key_tile)
+    got = tiled_attention_numpy(q, k, v, head_dim**-0.5, past, key_mask, segments, given_mask, query_tile, key_tile)
+    assert got.dtype == dtype and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE[dtype])
+    np.testing.assert_allclose(got, reference, rtol=0, atol=TOLERANCE[dtype])
+
+
+def test_numpy_layout_at_a_real_models_shape(rng):
+    """12 query heads over 4 KV heads of 64, 700 positions after 100 cached ones, default tiles: the
+    reference's numbers to float32 rounding."""
+    q = rng.normal(size=(1, 12, 700, 64)).astype(np.float32)
+    k, v = (rng.normal(size=(1, 4, 800, 64)).astype(np.float32) for _ in range(2))
+    key_mask = np.ones((1, 800), dtype=np.int64)
+    expected = tiled_attention(q, k, v, 0.125, 100, key_mask)
+    np.testing.assert_allclose(tiled_attention_numpy(q, k, v, 0.125, 100, key_mask), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16])
+def test_sixteen_bit_floats_take_the_reference(rng, dtype):
+    """float16/bfloat16 round their probabilities as eager does, which only the reference's two passes can:
+    the NumPy layout hands them to it, so the numbers are the reference's exactly."""
+    q, k, v = (rng.normal(size=shape).astype(dtype) for shape in ((1, 4, 37, 16), (1, 2, 37, 16), (1, 2, 37, 16)))
+    key_mask = np.ones((1, 37), dtype=np.int64)
+    expected = tiled_attention(q, k, v, 0.25, 0, key_mask, query_tile=8, key_tile=6)
+    np.testing.assert_array_equal(tiled_attention_numpy(q, k, v, 0.25, 0, key_mask, query_tile=8, key_tile=6),
+                                  expected)
+
+
+def test_other_namespaces_take_the_reference(rng):
+    """On array_api_strict (no ``out=``) the NumPy layout runs the reference: the same numbers exactly."""
+    q = array_api_strict.asarray(rng.normal(size=(1, 4, 20, 8)))
+    k, v = (array_api_strict.asarray(rng.normal(size=(1, 2, 20, 8))) for _ in range(2))
+    key_mask = array_api_strict.ones((1, 20), dtype=array_api_strict.int64)
+    expected = tiled_attention(q, k, v, 0.5, 0, key_mask, query_tile=7, key_tile=5)
+    got = tiled_attention_numpy(q, k, v, 0.5, 0, key_mask, query_tile=7, key_tile=5)
+    assert type(got) is type(expected)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    causal = causal_padding_mask(np.ones((1, 20), dtype=np.int64), 20, np.float64)
+    np.testing.assert_allclose(np.asarray(got), attention(np.asarray(q), np.asarray(k), np.asarray(v), causal,
+                                                          0.5)[0], rtol=0, atol=1e-12)
