@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import statistics
 import tempfile
 import time
@@ -194,6 +195,34 @@ def bare_product_seconds(params, rows):
     return out
 
 
+def attention_pass_seconds(config, length):
+    """Each pass tiled attention makes over one tile of scores (tiled_attention_numpy's layout: the tile
+    transposed, ``[tk, rows]``), on one core with the tile sizes of a ``length``-token prefill: name ->
+    seconds per score. The query tiles run one per core, so the step takes about ``scores * sum / cores``."""
+    from threadpoolctl import threadpool_limits
+
+    tiles = importlib.import_module("arcee_np.blocks.tiled_attention")
+    heads, kv, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    query_tile, key_tile = tiles.tile_sizes(1, heads, length, length)
+    rows = heads // kv * query_tile
+    rng = np.random.default_rng(2)
+    keys = rng.standard_normal((1, kv, key_tile, hd), dtype=np.float32)
+    values = rng.standard_normal((1, kv, key_tile, hd + 1), dtype=np.float32)
+    queries_t = rng.standard_normal((1, kv, hd, rows), dtype=np.float32) * 0.1
+    scores = np.empty((1, kv, key_tile, rows), dtype=np.float32)
+    shifted = -rng.random((1, kv, key_tile, rows), dtype=np.float32)  # scores minus their maximum: <= 0
+    top = np.zeros((1, kv, 1, rows), dtype=np.float32)
+    passes = {
+        "scores product k q^T": lambda: np.matmul(keys, queries_t, out=scores),
+        "maximum over keys": lambda: np.max(scores, axis=2, keepdims=True),
+        "shift (in place)": lambda: np.subtract(scores, top, out=scores),
+        "exp (in place)": lambda: np.exp(shifted, out=scores),
+        "product p [v | 1]": lambda: np.matrix_transpose(scores) @ values,
+    }
+    with threadpool_limits(1):
+        return {name: best_seconds(fn, 21) / scores.size for name, fn in passes.items()}, (query_tile, key_tile)
+
+
 def part_roofs(config, roofs, batch, length, past):
     """The roof of each part of one layer, in seconds, for ``batch`` x ``length`` new positions after
     ``past`` cached ones (decode: ``length`` 1)."""
@@ -291,6 +320,14 @@ def profile(path, prefill=512, cache_length=16, repeats=5, per_layer=False):
     times = timed_step(model, ids, None, repeats)
     report(f"prefill 1 x {prefill}", times, part_roofs(config, roofs, 1, prefill, 0),
            bare_product_seconds(params, prefill), per_layer)
+    passes, tile = attention_pass_seconds(config, prefill)
+    scores = config.num_attention_heads * prefill * (prefill + 1) // 2 * config.num_hidden_layers
+    cores = max(1, min(os.cpu_count() or 1, -(-prefill // tile[0])))
+    print(f"attention's passes over one {tile[0]} x {tile[1]} tile (queries x keys, every head), one core, "
+          f"ns per score: " + ", ".join(f"{name} {s * 1e9:.3f}" for name, s in passes.items()))
+    print(f"  -> {sum(passes.values()) * 1e9:.2f} ns a score; the step's {scores / 1e6:.1f} M scores on {cores} "
+          f"cores: {sum(passes.values()) * scores / cores * 1e3:.1f} ms of passes against "
+          f"{sum(layer['attention'] for layer in times.layers) * 1e3:.1f} ms measured")
 
     cache = KVCache(config.num_hidden_layers, max_length=cache_length + 1)
     model(rng.integers(3, config.vocab_size, (1, cache_length)), past_key_values=cache, use_cache=True,
