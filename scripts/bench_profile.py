@@ -9,8 +9,9 @@ embedding, the mask and RoPE tables, the final norm and the LM head.
 
 Each part is set against the *roof* of its kind, measured in the same process on the same machine:
 
-* products (prefill): the floating-point work at the GEMM rate of NumPy's BLAS (GFLOP/s of the largest
-  product of the step's shape), and the same product timed bare (``x @ w.T`` alone, no Python around it);
+* products (prefill): the floating-point work at the GEMM rate of NumPy's BLAS (GFLOP/s of the MLP's up
+  product at the step's length, whichever operand first runs faster), and the same product timed bare
+  (``x @ w.T`` alone, no Python around it);
 * products (decode): the weight's bytes at the rate a bare chain of NumPy matrix-vector products reads
   memory (GB/s);
 * elementwise parts (norms, RoPE, residuals, activation, cache write): one pass over the part's elements at
@@ -165,7 +166,8 @@ def measure_roofs(params, rows, config):
     rng = np.random.default_rng(0)
     up = np.asarray(params["layers.0.mlp.up_proj.weight"])
     x = rng.standard_normal((max(rows, 256), up.shape[1]), dtype=np.float32)
-    gemm = 2 * x.shape[0] * up.shape[0] * up.shape[1] / best_seconds(lambda: x @ up.T)
+    gemm = 2 * x.shape[0] * up.shape[0] * up.shape[1] / min(best_seconds(lambda: x @ up.T),
+                                                            best_seconds(lambda: up @ x.T))  # either operand first
     matrices = [np.asarray(w) for name, w in params.items() if name.startswith("layers.") and np.ndim(w) == 2]
     vectors = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
     weight_bytes = sum(w.nbytes for w in matrices)
