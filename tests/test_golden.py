@@ -125,17 +125,19 @@ def test_meta_lists_every_case_folder():
 
 
 # Every whole-model case runs under each way of holding the weights (widened at load, or kept in their
-# stored dtype and widened tile by tile per use) and with both attention implementations: tiled, the
-# default (whose steps on these tiny models fit one tile and so run eager), tiled with tiles of 3 queries
-# and 5 keys (the online softmax over many tiles), and eager. Each must meet transformers' numbers.
+# stored dtype and widened tile by tile per use) and with every attention implementation: the default
+# ("auto", whose steps on these tiny models fit one tile and so run eager), tiled and its NumPy layout with
+# tiles of 3 queries and 5 keys (the online softmax over many tiles), and eager. Each must meet
+# transformers' numbers.
 VARIANTS = {"at_load": {"widen": "at_load"}, "per_use": {"widen": "per_use"},
             "small_tiles": {"widen": "at_load", "attn_implementation": "tiled"},
+            "small_tiles_numpy": {"widen": "at_load", "attn_implementation": "tiled_numpy"},
             "eager": {"widen": "at_load", "attn_implementation": "eager"}}
 
 
 def tiles_of(variant):
-    """The attention tiles a variant runs with (tiny ones for "small_tiles", else the defaults)."""
-    return small_attention_tiles() if variant == "small_tiles" else contextlib.nullcontext()
+    """The attention tiles a variant runs with (tiny ones for the "small_tiles" variants, else the defaults)."""
+    return small_attention_tiles() if variant.startswith("small_tiles") else contextlib.nullcontext()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import importlib
 import numpy as np
 import pytest
 
-from arcee_np.blocks import attention, causal_padding_mask, tiled_attention
+from arcee_np.blocks import StepMask, attention, causal_padding_mask, tiled_attention
 from arcee_np.blocks.tiled_attention import fits_one_tile, tile_sizes
 
 budget_module = importlib.import_module("arcee_np.blocks.tile_budget")
@@ -75,7 +75,8 @@ def test_tiled_attention_equals_eager_for_any_cache_size(l2, dtype):
     budget = budget_module.score_tile_elements(l2)
     query_tile, key_tile = tile_sizes(batch, heads, length, past + length, budget)
     expected, _ = attention(q, k, v, causal_padding_mask(key_mask, length, dtype), head_dim**-0.5)
-    got = tiled_attention(q, k, v, head_dim**-0.5, past, key_mask, query_tile=query_tile, key_tile=key_tile)
+    step = StepMask(key_mask, None, None, past, length, dtype)
+    got, _ = tiled_attention(q, k, v, step, head_dim**-0.5, query_tile=query_tile, key_tile=key_tile)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 if dtype == np.float32 else 1e-12)
 
 

@@ -26,18 +26,19 @@ from array_api_compat import is_numpy_namespace
 from .namespace import array_namespace
 from .precision import as_dtype, product_dtype
 from .tile_map import map_tiles
-from .tiled_attention import key_spans, tile_keep, tile_sizes, tiled_attention, with_column
+from .tiled_attention import Tile, key_spans, tile_keep, tile_sizes, tiled_attention, with_column
 
 
-def tiled_attention_numpy(q, k, v, scaling, past_length=0, key_mask=None, segments=None, mask=None, query_tile=None,
-                          key_tile=None):
+def tiled_attention_numpy(q, k, v, mask, scaling, tap=None, query_tile=None, key_tile=None):
     """``softmax(q k^T * scaling + mask) v`` by the online softmax over transposed tiles (module docstring).
 
-    Arguments and result as tiled_attention: q [B, H, T, hd]; k, v [B, KV, S, hd]; returns [B, T, H * hd].
+    Arguments and result as tiled_attention (the signature of every attention implementation): q [B, H, T,
+    hd]; k, v [B, KV, S, hd]; mask: the step's StepMask; scaling: float; tap: unused; query_tile, key_tile:
+    tile sizes (default ``tile_sizes``). Returns (out [B, T, H * hd], None).
     """
     xp = array_namespace(q, k, v)
     if not is_numpy_namespace(xp) or product_dtype(xp, q.dtype) != q.dtype:
-        return tiled_attention(q, k, v, scaling, past_length, key_mask, segments, mask, query_tile, key_tile)
+        return tiled_attention(q, k, v, mask, scaling, tap, query_tile, key_tile)
     batch, heads, length, head_dim = q.shape
     kv_heads, key_length = k.shape[1], k.shape[2]
     n_rep = heads // kv_heads
@@ -46,25 +47,25 @@ def tiled_attention_numpy(q, k, v, scaling, past_length=0, key_mask=None, segmen
     grouped = xp.reshape(q, (batch, kv_heads, n_rep, length, head_dim))
     values = with_column(v, 1.0)  # [v | 1]: the row sums come out of p v
     out = xp.empty((batch, kv_heads, n_rep, length, head_dim), dtype=q.dtype)
+    past = mask.past_length
 
     def query_tile_rows(q0):  # the rows of queries q0:q1 of every head, written into ``out``
         q1 = min(q0 + query_tile, length)
         rows = n_rep * (q1 - q0)
         queries_t = xp.matrix_transpose(xp.reshape(grouped[:, :, :, q0:q1, :] * scaling,
                                                    (batch, kv_heads, rows, head_dim)))  # [B, KV, hd, rows]
-        spans = key_spans(key_length, key_tile, None if mask is not None else (past_length + q0, past_length + q1))
+        spans = key_spans(key_length, key_tile, None if mask.given is not None else (past + q0, past + q1))
 
         def mask_tile(scores_t, k0, k1):  # scores_t [B, KV, tk, rows] += the tile's mask, transposed
-            if mask is not None:
-                extra = xp.permute_dims(as_dtype(mask[:, :, q0:q1, k0:k1], q.dtype), (0, 1, 3, 2))  # [B|1, 1, tk, tq]
+            if mask.given is not None:
+                extra = as_dtype(mask.given[:, :, q0:q1, k0:k1], q.dtype)  # [B|1, 1, tq, tk]
             else:
-                keep = tile_keep(xp, past_length, q0, q1, k0, k1, key_mask, segments)
+                keep = tile_keep(xp, mask, Tile(q0, q1, k0, k1))
                 if keep is None:
                     return
-                extra = xp.where(xp.permute_dims(keep, (0, 1, 3, 2)), xp.asarray(0.0, dtype=q.dtype),
-                                 xp.asarray(-math.inf, dtype=q.dtype))
+                extra = xp.where(keep, xp.asarray(0.0, dtype=q.dtype), xp.asarray(-math.inf, dtype=q.dtype))
             split = xp.reshape(scores_t, (batch, kv_heads, k1 - k0, n_rep, q1 - q0))
-            split += extra[:, :, :, None, :]
+            split += xp.permute_dims(extra, (0, 1, 3, 2))[:, :, :, None, :]  # [B|1, 1, tk, 1, tq]
 
         normed, seen = online_rows_transposed(queries_t, k, values, spans, mask_tile)
         if not bool(xp.all(seen)):  # rows that may attend no key at all get what eager gives: the mean of V
@@ -73,7 +74,7 @@ def tiled_attention_numpy(q, k, v, scaling, past_length=0, key_mask=None, segmen
 
     map_tiles(query_tile_rows, range(0, length, query_tile), xp)  # independent tiles: on every core
     merged = xp.permute_dims(xp.reshape(out, (batch, heads, length, head_dim)), (0, 2, 1, 3))  # [B, T, H, hd]
-    return xp.reshape(merged, (batch, length, heads * head_dim))
+    return xp.reshape(merged, (batch, length, heads * head_dim)), None
 
 
 def online_rows_transposed(queries_t, keys, values, spans, mask_tile):
