@@ -3,7 +3,7 @@
 import warnings
 
 from .namespace import array_namespace
-from .precision import as_dtype, product_dtype
+from .precision import as_dtype, product_dtype, times_transposed
 from .stored import is_stored
 
 
@@ -14,13 +14,14 @@ def linear(x, weight, bias=None):
     was stored in, multiplied one widened tile of rows at a time); bias: [out] or None. Returns [..., out]
     in x's dtype.
 
-    The leading axes are folded into one so the product is a single matrix multiply. For float16 and
-    bfloat16 activations it runs in float32 and the result is rounded once, as torch's CPU kernels do.
+    The leading axes are folded into one so the product is a single matrix multiply (with few rows, weight
+    first: blocks/precision.py ``times_transposed``). For float16 and bfloat16 activations it runs in
+    float32 and the result is rounded once, as torch's CPU kernels do.
     """
     xp = array_namespace(x)
     work = product_dtype(xp, x.dtype)
     rows = as_dtype(xp.reshape(x, (-1, x.shape[-1])), work)  # [N, in]
-    y = weight.product(rows) if is_stored(weight) else rows @ as_dtype(weight, work).T  # [N, out]
+    y = weight.product(rows) if is_stored(weight) else times_transposed(rows, as_dtype(weight, work))  # [N, out]
     if bias is not None:
         y = y + as_dtype(bias, work)
     return xp.reshape(as_dtype(y, x.dtype), (*x.shape[:-1], weight.shape[0]))

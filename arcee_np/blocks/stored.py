@@ -17,6 +17,7 @@ widened matrix up to the order of their sums (tests/test_weights.py).
 """
 
 from .namespace import array_namespace
+from .precision import times_transposed
 from .tile_map import map_tiles
 
 # A widened row tile holds at most this many elements (8 MiB in float32): it stays in the CPU's last-level
@@ -71,7 +72,7 @@ class StoredMatrix:
 
         def widen_and_multiply(start):  # one tile of weight rows: the columns start:stop of y
             stop = min(start + step, out_features)
-            y[:, start:stop] = rows @ self.widened_rows(start, stop).T  # [N, stop - start]
+            y[:, start:stop] = times_transposed(rows, self.widened_rows(start, stop))  # [N, stop - start]
 
         map_tiles(widen_and_multiply, range(0, out_features, step), xp)  # independent tiles: on every core (NumPy)
         return y
