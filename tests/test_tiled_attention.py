@@ -1,5 +1,6 @@
 """Tiled attention (blocks/tiled_attention.py) equals eager attention (blocks/attention.py), the readable
-reference whose numbers test_golden.py holds against transformers: over tile sizes (1, odd, larger than the
+reference whose numbers test_golden.py holds against transformers (and so does tiled attention's NumPy layout,
+blocks/tiled_attention_numpy.py): over tile sizes (1, odd, larger than the
 sequence), padding on either side, packed rows, caches that do not start at zero, MHA/GQA/MQA, a caller's
 4-D mask, float32 (to float32 rounding) and float64 (1e-12), NumPy and array_api_strict; and the tiled
 path builds no [T, S]-sized mask."""
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from arcee_np import ArceeForCausalLM, KVCache
 from arcee_np.blocks import attention, causal_padding_mask, packed_causal_mask, packed_segments, tiled_attention
+from arcee_np.blocks.tiled_attention_numpy import tiled_attention_numpy
 from arcee_np.model import StepMask
 
 from conftest import random_model, small_config
@@ -65,9 +67,10 @@ def masks(kind, batch, length, past, rng, dtype):
     return key_mask, None, None, eager
 
 
+@pytest.mark.parametrize("implementation", [tiled_attention, tiled_attention_numpy], ids=["tiled", "tiled_numpy"])
 @settings(max_examples=150, deadline=None)
 @given(problem=problems(), dtype=st.sampled_from([np.float32, np.float64]))
-def test_tiled_equals_eager(problem, dtype):
+def test_tiled_equals_eager(implementation, problem, dtype):
     batch, heads, kv, length, past, head_dim, kind, (query_tile, key_tile), seed = problem
     rng = np.random.default_rng(seed)
     q = rng.normal(size=(batch, heads, length, head_dim)).astype(dtype)
@@ -76,7 +79,7 @@ def test_tiled_equals_eager(problem, dtype):
     key_mask, segments, given, eager_mask = masks(kind, batch, length, past, rng, dtype)
     expected, _ = attention(q, k, v, eager_mask, head_dim**-0.5)
     step = StepMask(key_mask, segments, given, past, length, dtype)
-    got, _ = tiled_attention(q, k, v, step, head_dim**-0.5, query_tile=query_tile, key_tile=key_tile)
+    got, _ = implementation(q, k, v, step, head_dim**-0.5, query_tile=query_tile, key_tile=key_tile)
     assert got.dtype == dtype and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE[dtype])
 
