@@ -21,6 +21,9 @@ length, so that each peak RSS belongs to one length (transformers eager only up 
 and decode of ``--new-tokens`` tokens after an ``--decode-cache``-token prefill (8192). ``--plot FILE``
 draws time and peak memory against length.
 
+``--baseline DIR``: another checkout's arcee_np (the folder holding its package) runs as one more side,
+``arcee_np@baseline``, so a change and what it changed are measured in the same run.
+
 ``--profile``: arcee_np alone, one prefill of ``--prefill`` tokens and one decode step split into the
 model's parts against this machine's roofs (scripts/bench_profile.py).
 
@@ -182,7 +185,7 @@ def worker_main(side, path, threads):
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    if side == "arcee_np":
+    if side in ("arcee_np", BASELINE):
         runner = ArceeSide(path)
     elif side.startswith("llama.cpp-f32"):
         runner = LlamaCppSide(path, threads, flash_attn=side.endswith("-fa"))
@@ -207,9 +210,14 @@ def worker_main(side, path, threads):
 
 
 # ---------------------------------------------------------------------------------------------- driver
+BASELINE = "arcee_np@baseline"  # the side of --baseline: another checkout's arcee_np, before/after in one run
+
+
 class Worker:
-    def __init__(self, side, path, threads):
+    def __init__(self, side, path, threads, baseline=None):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+        if side == BASELINE:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, os.environ.get("PYTHONPATH")]))
         self.side = side
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", side, "--path", path,
                                       "--threads", str(threads)],
@@ -262,9 +270,9 @@ def timed(workers, repeats, **request):
 
 def short_run(path, args):
     """Prefill 1 x --prefill and greedy decode --prompt + --new-tokens on every side, one worker each."""
-    sides = ["arcee_np", "transformers-sdpa", "transformers-eager"] + (["llama.cpp-f32"] if llama_cpp_importable()
-                                                                       else [])
-    workers = [Worker(side, path, args.threads) for side in sides]
+    sides = ["arcee_np"] + ([BASELINE] if args.baseline else []) + ["transformers-sdpa", "transformers-eager"] + (
+        ["llama.cpp-f32"] if llama_cpp_importable() else [])
+    workers = [Worker(side, path, args.threads, args.baseline) for side in sides]
     prefill = timed(workers, args.repeats, op="prefill", ids=random_ids(args.prefill, 0))
     prompt = random_ids(args.prompt, 1)
     decode = timed(workers, args.repeats, op="generate", ids=prompt, new_tokens=args.new_tokens)
@@ -292,16 +300,18 @@ def long_run(path, args):
     runs too when llama-cpp-python imports, with flash attention off and on."""
     results = {"prefill": [], "decode": {}}
     llama = list(LLAMA_CPP_SIDES) if llama_cpp_importable() else []
+    baseline = [BASELINE] if args.baseline else []
     print(f"{'T':>6} {'side':20} {'tok/s':>9} {'peak RSS MiB':>13}")
     for length in args.lengths:
-        sides = [s for s in SIDES if s != "transformers-eager" or length <= args.eager_max] + llama
-        workers = [Worker(side, path, args.threads) for side in sides]
+        sides = [s for s in SIDES if s != "transformers-eager" or length <= args.eager_max] + llama + baseline
+        workers = [Worker(side, path, args.threads, args.baseline) for side in sides]
         seconds = timed(workers, args.repeats, op="prefill", ids=random_ids(length, length))
         for w in workers:
             row = {"length": length, "side": w.side, "tok_s": length / seconds[w.side], "peak_rss_mib": w.close()}
             results["prefill"].append(row)
             print(f"{length:6d} {w.side:20} {row['tok_s']:9.1f} {row['peak_rss_mib']:13.0f}", flush=True)
-    workers = [Worker(side, path, args.threads) for side in ["arcee_np", "transformers-sdpa"] + llama]
+    workers = [Worker(side, path, args.threads, args.baseline) for side in ["arcee_np", "transformers-sdpa"] + llama +
+               baseline]
     prompt = random_ids(args.decode_cache, 7)
     seconds = timed(workers, args.repeats, op="decode_after", ids=prompt, new_tokens=args.new_tokens)
     for w in workers:
@@ -311,12 +321,12 @@ def long_run(path, args):
     by = {(r["length"], r["side"]): r for r in results["prefill"]}
     for length in args.lengths:
         ours = by[(length, "arcee_np")]
-        for side in ["transformers-sdpa"] + llama:
+        for side in ["transformers-sdpa"] + llama + baseline:
             theirs = by[(length, side)]
             print(f"T={length}: arcee_np / {side} {ours['tok_s'] / theirs['tok_s']:.2f}x tok/s, "
                   f"{ours['peak_rss_mib'] / theirs['peak_rss_mib']:.2f}x peak RSS")
     decode = results["decode"]
-    for side in ["transformers-sdpa"] + llama:
+    for side in ["transformers-sdpa"] + llama + baseline:
         print(f"decode: arcee_np / {side} {decode['arcee_np']['tok_s'] / decode[side]['tok_s']:.2f}x")
     if args.plot:
         plot(results, args.plot)
@@ -370,6 +380,8 @@ def main(argv=None):
     parser.add_argument("--decode-cache", type=int, default=8192, help="prefill before the long decode")
     parser.add_argument("--plot", help="with --long: save a picture of time and memory against length")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--baseline", help="a folder holding another checkout's arcee_np package (e.g. an export "
+                        "of main), run beside the others as arcee_np@baseline: before and after in one run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -383,7 +395,13 @@ def main(argv=None):
 
         return bench_profile.main(["--prefill", str(args.prefill), "--cache", str(args.prompt),
                                   "--repeats", str(args.repeats)])
-    print(f"125M Arcee, float32, {args.threads} threads, medians of {args.repeats}; {cpu}")
+    import numpy
+    from threadpoolctl import threadpool_info
+
+    blas = "; ".join(f"{i['internal_api']} {i['version']} ({i['architecture']} kernel)" for i in threadpool_info()
+                     if i["user_api"] == "blas")
+    print(f"125M Arcee, float32, {args.threads} threads, medians of {args.repeats}; {cpu}; NumPy {numpy.__version__}, "
+          f"{blas}")
     with tempfile.TemporaryDirectory() as path:
         make_checkpoint(path)
         results = long_run(path, args) if args.long else short_run(path, args)
