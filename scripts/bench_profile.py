@@ -152,6 +152,7 @@ def best_seconds(fn, repeats=7):
 class Roofs:
     gemm_flops: float  # FLOP/s of NumPy's BLAS on the step's largest product
     gemv_bytes: float  # bytes/s of a bare chain of matrix-vector products over the model's weights
+    chain_seconds: float  # that chain over every matrix a decode step reads (the layers' and the LM head)
     pass_seconds: dict  # elements -> seconds per element of one NumPy pass (a multiply into a buffer)
     exp_seconds: float  # seconds per element of NumPy's float32 exp (1 Mi elements)
 
@@ -161,17 +162,19 @@ class Roofs:
         return elements * self.pass_seconds[size]
 
 
-def measure_roofs(params, rows, config):
-    """The roofs of this machine for a step of ``rows`` positions (module docstring)."""
+def measure_roofs(params, rows, config, lm_head):
+    """The roofs of this machine for a step of ``rows`` positions (module docstring); lm_head: the LM head's
+    matrix [V, D], the last product of a decode step."""
     rng = np.random.default_rng(0)
     up = np.asarray(params["layers.0.mlp.up_proj.weight"])
     x = rng.standard_normal((max(rows, 256), up.shape[1]), dtype=np.float32)
     gemm = 2 * x.shape[0] * up.shape[0] * up.shape[1] / min(best_seconds(lambda: x @ up.T),
                                                             best_seconds(lambda: up @ x.T))  # either operand first
     matrices = [np.asarray(w) for name, w in params.items() if name.startswith("layers.") and np.ndim(w) == 2]
+    matrices.append(np.asarray(lm_head))
     vectors = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
-    weight_bytes = sum(w.nbytes for w in matrices)
-    gemv = weight_bytes / best_seconds(lambda: [vectors[w.shape[1]] @ w.T for w in matrices], 5)
+    chain = best_seconds(lambda: [vectors[w.shape[1]] @ w.T for w in matrices], 9)
+    gemv = sum(w.nbytes for w in matrices) / chain
     passes = {}
     for elements in sorted({config.hidden_size, rows * config.hidden_size, rows * config.intermediate_size,
                             1 << 20}):
@@ -181,7 +184,7 @@ def measure_roofs(params, rows, config):
     a = rng.standard_normal(1 << 20, dtype=np.float32)
     out = np.empty_like(a)
     exp = best_seconds(lambda: np.exp(a, out=out), 11) / a.size
-    return Roofs(gemm, gemv, passes, exp)
+    return Roofs(gemm, gemv, chain, passes, exp)
 
 
 def bare_product_seconds(params, rows):
@@ -312,7 +315,7 @@ def profile(path, prefill=512, cache_length=16, repeats=5, per_layer=False):
                      for i in threadpool_info() if i["user_api"] == "blas")
     print(f"arcee_np profile; BLAS: {blas}")
 
-    roofs = measure_roofs(params, prefill, config)
+    roofs = measure_roofs(params, prefill, config, model.lm_head_weight)
     print(f"roofs measured here: GEMM {roofs.gemm_flops / 1e9:.0f} GFLOP/s, matrix-vector {roofs.gemv_bytes / 1e9:.1f}"
           f" GB/s, one elementwise pass " + ", ".join(f"{s * 1e9:.2f} ns/el ({n} el)"
                                                       for n, s in roofs.pass_seconds.items())
@@ -337,6 +340,11 @@ def profile(path, prefill=512, cache_length=16, repeats=5, per_layer=False):
     times = timed_step(model, rng.integers(3, config.vocab_size, (1, 1)), cache, max(repeats, 20))
     report(f"decode step over a {cache_length}-token cache", times, part_roofs(config, roofs, 1, 1, cache_length),
            None, per_layer)
+    step = sum(sum(layer.values()) for layer in times.layers) + sum(times.outside.values())
+    print(f"the step against a bare chain of its matrix-vector products (every matrix once, nothing between): "
+          f"{step * 1e3:.2f} ms against {roofs.chain_seconds * 1e3:.2f} ms; the rest (norms, RoPE, attention, "
+          f"cache, residuals and the Python between the calls) costs {(step - roofs.chain_seconds) * 1e3:.2f} ms, "
+          f"{(step - roofs.chain_seconds) / config.num_hidden_layers * 1e6:.0f} us a layer")
 
 
 def main(argv=None):
