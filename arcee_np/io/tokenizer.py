@@ -14,6 +14,9 @@ module repeats:
   escaping), ``raise_exception`` and ``strftime_now``; the special tokens are template variables; the
   rendered text is tokenized without adding special tokens (the template writes them).
 
+A llama.cpp GGUF file stands for its folder: the tokenizer.json beside it when there is one, else the
+tokenizer the converter stored in the file (``gguf_tokenizer``). ``ArceeTokenizer.source`` says which.
+
 ``TextStreamer`` prints generated text as it comes (the ``streamer`` of ``generate``).
 """
 
@@ -51,12 +54,15 @@ class ArceeTokenizer:
     the special tokens and their ids."""
 
     def __init__(self, tokenizer, config: dict | None = None, chat_template: str | dict | None = None,
-                 config_source: str = "the tokenizer config", template_source: str | None = None):
+                 config_source: str = "the tokenizer config", template_source: str | None = None,
+                 source: str | None = None):
         """``config``: tokenizer_config.json's settings; ``chat_template``: a template that overrides the config's;
-        ``config_source`` / ``template_source``: where they came from, for error messages."""
+        ``config_source`` / ``template_source``: where they came from, for error messages; ``source``: what the
+        tokenizer was read from (``arcee-np info`` shows it)."""
         from tokenizers import processors
 
         self._tokenizer = tokenizer
+        self.source = source
         config = check_tokenizer_config({} if config is None else config, config_source)
         check_chat_template(chat_template, template_source or "the chat_template argument")
         self.init_config = config
@@ -86,7 +92,25 @@ class ArceeTokenizer:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "ArceeTokenizer":
-        """Read tokenizer.json, tokenizer_config.json (optional) and chat_template.jinja (optional) from a folder."""
+        """Read tokenizer.json, tokenizer_config.json (optional) and chat_template.jinja (optional) from a folder.
+
+        ``path`` may also be a llama.cpp GGUF file: the tokenizer.json beside it wins when there is one, else the
+        tokenizer stored in the file is rebuilt (``arcee_np.io.gguf_tokenizer``; a TokenizerError names a
+        tokenizer model or pre-tokenizer type it cannot rebuild)."""
+        from .gguf import is_gguf
+
+        if is_gguf(path):
+            beside = os.path.dirname(os.path.abspath(path))
+            if os.path.isfile(os.path.join(beside, TOKENIZER_FILE)):
+                tokenizer = cls.from_pretrained(beside)
+                tokenizer.source = f"{os.path.join(beside, TOKENIZER_FILE)} (beside the GGUF file)"
+                return tokenizer
+            from .gguf_tokenizer import read_gguf_tokenizer
+
+            stored = read_gguf_tokenizer(path)
+            return cls(stored.tokenizer, stored.config, stored.chat_template, config_source=stored.source,
+                       template_source=f"{os.fspath(path)} (tokenizer.chat_template)",
+                       source=f"the GGUF file's own tokenizer: {stored.source}")
         folder = check_folder(path, "tokenizer folder")
         tokenizer = read_tokenizer_json(os.path.join(folder, TOKENIZER_FILE))
         config_file = os.path.join(folder, TOKENIZER_CONFIG_FILE)
@@ -94,7 +118,8 @@ class ArceeTokenizer:
         template_file = os.path.join(folder, CHAT_TEMPLATE_FILE)
         template = read_text(template_file, CHAT_TEMPLATE_FILE, TokenizerError) if os.path.exists(template_file) \
             else None
-        return cls(tokenizer, config, template, config_source=config_file, template_source=template_file)
+        return cls(tokenizer, config, template, config_source=config_file, template_source=template_file,
+                   source=os.path.join(folder, TOKENIZER_FILE))
 
     # ------------------------------------------------------------------ special tokens
     @property

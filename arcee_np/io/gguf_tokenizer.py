@@ -1,0 +1,232 @@
+"""The tokenizer llama.cpp stores inside a GGUF file, rebuilt as a ``tokenizers`` tokenizer.
+
+llama.cpp's converter (``convert_hf_to_gguf.py``) writes a byte-level BPE tokenizer (Arcee's, Llama 3's, GPT-2's)
+into the file's metadata:
+
+* ``tokenizer.ggml.model`` = ``"gpt2"`` (byte-level BPE) and ``tokenizer.ggml.pre``, the name of the
+  pre-tokenizer: the converter recognises it by hashing the ids of a fixed text, and llama.cpp maps the name
+  to its own regular expressions;
+* ``tokenizer.ggml.tokens`` (every token's text, by id; byte-level text for ordinary tokens, ``Ġ`` for a
+  space), ``tokenizer.ggml.token_type`` (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte)
+  and ``tokenizer.ggml.merges`` (``"left right"``, by rank);
+* the special token ids (``bos_token_id``, ``eos_token_id``, ``unknown_token_id``, ``padding_token_id``),
+  ``add_bos_token`` / ``add_eos_token`` and ``tokenizer.chat_template`` (plus ``chat_template.<name>`` for
+  named templates).
+
+``read_gguf_tokenizer`` turns that into what llama.cpp tokenizes with (llama.cpp src/llama-vocab.cpp,
+``llama_vocab::impl::load`` and ``llm_tokenizer_bpe``):
+
+* the text is first cut at the control, unknown and user-defined tokens (added tokens of the ``tokenizers``
+  library; control and unknown ones are special, so ``decode(skip_special_tokens=True)`` drops them);
+* every other piece is split by the pre-tokenizer type's regular expressions, applied in turn, each keeping
+  both its matches and the text between them (a ``Split`` with ``behavior="isolated"`` per expression), then
+  mapped to byte-level characters (``ByteLevel(use_regex=False)``);
+* each word is merged by BPE with the file's merges; the ``llama-bpe`` family first looks the whole word
+  up in the vocabulary (``ignore_merges``, as Llama 3's tokenizer.json also says);
+* bos / eos are added as the file says, else as llama.cpp's default for the type (bos for ``llama-bpe``);
+  without bos/eos ids llama.cpp's byte-level BPE uses id 11 for both, and so does this module;
+* decoding maps the byte-level characters back to bytes and UTF-8 (``decoders.ByteLevel``).
+
+A file with another tokenizer model (SentencePiece ``llama``, WordPiece ``bert``, ``t5`` ...) or another
+pre-tokenizer type is refused by name: a tokenizer.json beside the file is then read instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import TokenizerError
+
+# token types of tokenizer.ggml.token_type (gguf-py's TokenType, llama.cpp's llama_token_type)
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+# The split rules of llama.cpp src/llama-vocab.cpp (llm_tokenizer_bpe's constructor: regex_exprs per
+# llama_vocab_pre_type), verbatim. unicode_regex_split (src/unicode.cpp) applies them in turn, each to the
+# pieces the previous one left, keeping both the matches and the text between them.
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+LLAMA3_REGEX = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+DEFAULT_REGEXES = (r"[\p{P}\$\+<=>\^~\|]+", GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]")
+
+
+@dataclass(frozen=True)
+class PreTokenizerType:
+    """What llama.cpp does for one ``tokenizer.ggml.pre`` name (``llama_vocab::impl::load``): its regular
+    expressions, whether a word found whole in the vocabulary skips the merges, and whether bos is added when
+    the file has no ``add_bos_token``."""
+
+    llama_type: str  # llama.cpp's LLAMA_VOCAB_PRE_TYPE_*
+    regexes: tuple[str, ...]
+    ignore_merges: bool = False
+    add_bos: bool = False
+
+
+_LLAMA3 = PreTokenizerType("LLAMA3", (LLAMA3_REGEX,), ignore_merges=True, add_bos=True)
+_GPT2 = PreTokenizerType("GPT2", (GPT2_REGEX,))
+_DEFAULT = PreTokenizerType("DEFAULT", DEFAULT_REGEXES)
+
+# tokenizer.ggml.pre -> its type: the names llama.cpp maps to these three types and nothing else
+PRE_TOKENIZERS = {
+    "default": _DEFAULT,
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                     "jina-v5-nano"), _LLAMA3),
+    **dict.fromkeys(("gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0",
+                     "mellum", "modern-bert"), _GPT2),
+}
+TOKENIZER_MODELS = ("gpt2",)  # byte-level BPE; the other models llama.cpp knows are refused
+LLAMA_CPP_BPE_DEFAULT_SPECIAL_ID = 11  # llama.cpp's bos and eos for "gpt2" when the file names none
+
+SPECIAL_ID_KEYS = {"bos_token": "tokenizer.ggml.bos_token_id", "eos_token": "tokenizer.ggml.eos_token_id",
+                   "unk_token": "tokenizer.ggml.unknown_token_id", "pad_token": "tokenizer.ggml.padding_token_id"}
+
+
+@dataclass
+class GGUFTokenizer:
+    """A GGUF file's tokenizer: ``tokenizer`` (a ``tokenizers.Tokenizer``), ``config`` (the special tokens,
+    ``add_bos_token``, ``add_eos_token``, in tokenizer_config.json's form), ``chat_template`` (a template, a
+    ``{name: template}`` dict, or None), ``model`` / ``pre`` (the file's tokenizer model and pre-tokenizer
+    names) and ``source`` (what was read, for ``arcee-np info`` and error messages)."""
+
+    tokenizer: object
+    config: dict
+    chat_template: str | dict | None
+    model: str
+    pre: str
+    source: str
+
+
+def unsupported_message(path: str, what: str) -> str:
+    """The refusal for a tokenizer this module cannot rebuild: what it is, and the way around it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return (f"{path}: {what}; arcee_np rebuilds byte-level BPE tokenizers (tokenizer.ggml.model 'gpt2') with the "
+            f"pre-tokenizer types {', '.join(sorted(PRE_TOKENIZERS))}. Put the model's tokenizer.json (and "
+            f"tokenizer_config.json) beside the file, in {folder}: arcee_np then reads that instead.")
+
+
+def _values(fields, key: str, path: str, kind: type, required: bool = True):
+    """The value of metadata ``key`` (a list for an array), checked to be ``kind`` (each element for arrays)."""
+    field = fields.get(key)
+    if field is None:
+        if required:
+            raise TokenizerError(f"{path} has no {key}: its tokenizer is incomplete. Re-convert the model with "
+                                 f"llama.cpp's convert_hf_to_gguf.py, or put its tokenizer.json beside the file.")
+        return None
+    value = field.contents()
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, kind) and not (kind is int and isinstance(v, bool)) for v in items):
+        raise TokenizerError(f"{path}: {key} must hold {kind.__name__} values, got {type(items[0]).__name__}. "
+                             f"Re-convert the model, or put its tokenizer.json beside the file.")
+    return value
+
+
+def check_supported(fields, path: str) -> tuple[str, str]:
+    """(tokenizer model, pre-tokenizer name) of a file, refusing what this module cannot rebuild."""
+    model = _values(fields, "tokenizer.ggml.model", path, str)
+    if model not in TOKENIZER_MODELS:
+        raise TokenizerError(unsupported_message(path, f"its tokenizer model is {model!r} (tokenizer.ggml.model)"))
+    pre = _values(fields, "tokenizer.ggml.pre", path, str, required=False)
+    pre = "default" if pre in (None, "") else pre  # llama.cpp's fallback for a file without the key
+    if pre not in PRE_TOKENIZERS:
+        raise TokenizerError(unsupported_message(path, f"its pre-tokenizer type is {pre!r} (tokenizer.ggml.pre)"))
+    return model, pre
+
+
+def build_tokenizer(tokens: list[str], token_types: list[int], merges: list[str], pre: PreTokenizerType):
+    """A byte-level BPE ``tokenizers.Tokenizer`` over ``tokens`` (by id) and ``merges`` (by rank), split as
+    ``pre`` says, with the control / unknown tokens as special added tokens and the user-defined ones as
+    plain added tokens."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    pairs = []
+    for rank, merge in enumerate(merges):
+        cut = merge.find(" ", 1)  # as llama.cpp splits a merge: at the first space after the first character
+        if cut < 0:
+            raise TokenizerError(f"merge {rank} of tokenizer.ggml.merges, {merge!r}, is not two tokens separated by a "
+                                 f"space.")
+        pairs.append((merge[:cut], merge[cut + 1:]))
+    vocab = {text: i for i, text in enumerate(tokens)}
+    try:
+        bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre.ignore_merges)
+    except Exception as err:  # the tokenizers library raises bare Exceptions for merges outside the vocabulary
+        raise TokenizerError(f"the tokens and merges of this file do not form a BPE vocabulary ({err}).") from None
+    tokenizer = Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(regex), behavior="isolated") for regex in pre.regexes]
+        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    added = [AddedToken(tokens[i], special=kind != USER_DEFINED, normalized=False)
+             for i, kind in enumerate(token_types) if kind in (CONTROL, UNKNOWN, USER_DEFINED)]
+    tokenizer.add_tokens(added)
+    return tokenizer
+
+
+def read_gguf_tokenizer(path: str | os.PathLike, fields=None) -> GGUFTokenizer:
+    """The tokenizer stored in the GGUF file ``path`` (``fields``: its gguf-py fields when already read).
+
+    TokenizerError when the file has no tokenizer, or one of another model or pre-tokenizer type (named in the
+    message, with the way out: a tokenizer.json beside the file).
+    """
+    path = os.fspath(path)
+    if fields is None:
+        from .gguf import GGUFFile
+
+        fields = GGUFFile(path).fields
+    if "tokenizer.ggml.model" not in fields:
+        raise TokenizerError(f"{path} stores no tokenizer (no tokenizer.ggml.model: it was not written by llama.cpp's "
+                             f"converter). Put the model's tokenizer.json (and tokenizer_config.json) beside the "
+                             f"file, in {os.path.dirname(os.path.abspath(path))}.")
+    model, pre_name = check_supported(fields, path)
+    tokens = _values(fields, "tokenizer.ggml.tokens", path, str)
+    token_types = _values(fields, "tokenizer.ggml.token_type", path, int, required=False) or [NORMAL] * len(tokens)
+    merges = _values(fields, "tokenizer.ggml.merges", path, str)
+    if len(token_types) < len(tokens):
+        raise TokenizerError(f"{path}: tokenizer.ggml.token_type has {len(token_types)} entries for {len(tokens)} "
+                             f"tokens. Re-convert the model, or put its tokenizer.json beside the file.")
+    if len(set(tokens)) != len(tokens):
+        seen: set[str] = set()
+        twice = next(t for t in tokens if t in seen or seen.add(t))
+        raise TokenizerError(f"{path}: the token {twice!r} appears twice in tokenizer.ggml.tokens (llama.cpp refuses "
+                             f"such a file too). Re-convert the model, or put its tokenizer.json beside the file.")
+    pre = PRE_TOKENIZERS[pre_name]
+    try:
+        tokenizer = build_tokenizer(tokens, token_types, merges, pre)
+    except TokenizerError as err:
+        raise TokenizerError(f"{path}: {err}") from None
+    config = _special_tokens(fields, path, tokens)
+    for name, default in (("add_bos_token", pre.add_bos), ("add_eos_token", False)):
+        flag = _values(fields, f"tokenizer.ggml.{name}", path, bool, required=False)
+        config[name] = default if flag is None else flag
+    for name in ("add_bos_token", "add_eos_token"):
+        if config[name] and config.get(name[4:]) is None:
+            raise TokenizerError(f"{path}: tokenizer.ggml.{name} is true but the file names no "
+                                 f"{name[4:7]} token id. Re-convert the model, or put its tokenizer.json beside "
+                                 f"the file.")
+    source = f"{path} (tokenizer.ggml.model {model!r}, pre-tokenizer {pre_name!r}, {len(tokens)} tokens)"
+    return GGUFTokenizer(tokenizer, config, _chat_template(fields, path), model, pre_name, source)
+
+
+def _special_tokens(fields, path: str, tokens: list[str]) -> dict:
+    """``{"bos_token": text, ...}`` from the special token ids, as llama.cpp reads them: an id outside the
+    vocabulary is ignored (llama.cpp warns and keeps its default), bos/eos default to id 11."""
+    config = {}
+    for name, key in SPECIAL_ID_KEYS.items():
+        default = LLAMA_CPP_BPE_DEFAULT_SPECIAL_ID if name in ("bos_token", "eos_token") else None
+        token_id = _values(fields, key, path, int, required=False)
+        token_id = token_id if token_id is not None and 0 <= token_id < len(tokens) else default
+        if token_id is not None and token_id < len(tokens):
+            config[name] = tokens[token_id]
+    return config
+
+
+def _chat_template(fields, path: str):
+    """``tokenizer.chat_template``, or ``{"default": ..., name: ...}`` when the file also has named templates
+    (``tokenizer.chat_template.<name>``, listed in ``tokenizer.chat_templates``)."""
+    template = _values(fields, "tokenizer.chat_template", path, str, required=False)
+    names = _values(fields, "tokenizer.chat_templates", path, str, required=False) or []
+    if not names:
+        return template
+    named = {} if template is None else {"default": template}
+    for name in names:
+        named[name] = _values(fields, f"tokenizer.chat_template.{name}", path, str)
+    return named
