@@ -1,9 +1,15 @@
 """llama.cpp's converter and quantizer driven from Python, shared by make_gguf_fixtures.py and bench_gguf.py.
 
 Nothing here builds llama.cpp: ``convert`` runs a checkout's ``convert_hf_to_gguf.py`` (with a wrapper that
-answers "gpt-2" for a pre-tokenizer hash it does not know: a freshly trained tokenizer's hash is nobody's,
-and only the key ``tokenizer.ggml.pre`` depends on it), ``quantize`` calls llama-cpp-python's
-``llama_model_quantize`` (``"api"``) or a ``llama-quantize`` binary.
+answers ``pre``, "gpt-2" unless told otherwise, for a pre-tokenizer hash it does not know: a freshly trained
+tokenizer's hash is nobody's, and only the key ``tokenizer.ggml.pre`` depends on it; a known hash keeps the
+converter's own answer), ``quantize`` calls llama-cpp-python's ``llama_model_quantize`` (``"api"``) or a
+``llama-quantize`` binary, ``llama_cpp_token_ids`` tokenizes with llama.cpp's own tokenizer.
+
+To produce a file of a given pre-tokenizer type on purpose, train the tokenizer with the split rule of that
+type (llama.cpp's regular expressions for it, in src/llama-vocab.cpp) and convert with ``pre=`` its name:
+``llama-bpe`` (Llama 3's expression, ``ignore_merges``), ``gpt-2`` (GPT-2's ``ByteLevel`` expression) or
+``default`` (llama.cpp's four-expression cascade). scripts/make_gguf_tokenizer_fixtures.py does so.
 """
 
 from __future__ import annotations
@@ -21,17 +27,17 @@ TOKENIZER_TEXT = ("From fairest creatures we desire increase, that thereby beaut
 
 CONVERTER_WRAPPER = r"""
 import os, runpy, sys
-converter = sys.argv[1]
+converter, unknown_hash_answer = sys.argv[1], sys.argv[2]
 here = os.path.dirname(os.path.abspath(converter))
 sys.path[:0] = [here, os.path.join(here, "gguf-py")]
-sys.argv = [converter] + sys.argv[2:]
+sys.argv = [converter] + sys.argv[3:]
 from conversion import base
 known = base.TextModel.get_vocab_base_pre
 def pre_tokenizer(self, tokenizer):
     try:
         return known(self, tokenizer)
     except NotImplementedError:  # a freshly trained tokenizer: its hash is nobody's
-        return "gpt-2"
+        return unknown_hash_answer
 base.TextModel.get_vocab_base_pre = pre_tokenizer
 runpy.run_path(converter, run_name="__main__")
 """
@@ -52,10 +58,25 @@ def tokenizer(vocab: int = 288):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
 
-def convert(converter: Path, folder: Path, outtype: str, out: Path) -> None:
-    """``convert_hf_to_gguf.py folder --outtype outtype --outfile out`` (outtype: F32, F16, BF16, Q8_0)."""
-    subprocess.run([sys.executable, "-c", CONVERTER_WRAPPER, str(converter), str(folder), "--outtype",
+def convert(converter: Path, folder: Path, outtype: str, out: Path, pre: str = "gpt-2") -> None:
+    """``convert_hf_to_gguf.py folder --outtype outtype --outfile out`` (outtype: F32, F16, BF16, Q8_0);
+    ``pre``: the ``tokenizer.ggml.pre`` written when the converter does not know the tokenizer's hash."""
+    subprocess.run([sys.executable, "-c", CONVERTER_WRAPPER, str(converter), pre, str(folder), "--outtype",
                     outtype.lower(), "--outfile", str(out)], check=True, stdout=subprocess.DEVNULL)
+
+
+def llama_cpp_token_ids(path: Path, text: str, add_special: bool) -> list[int]:
+    """llama.cpp's token ids for ``text`` with the tokenizer stored in the GGUF at ``path`` (special-token text
+    parsed, as llama.cpp's tools do; ``add_special``: bos/eos as the file says)."""
+    import llama_cpp
+
+    vocab = _vocab_only.get(str(path))
+    if vocab is None:
+        vocab = _vocab_only[str(path)] = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    return vocab.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+
+_vocab_only: dict = {}  # path -> llama_cpp.Llama loaded with vocab_only=True
 
 
 def quantize(quantizer: str, source: Path, out: Path, kind: str, threads: int = 1) -> None:
