@@ -20,7 +20,8 @@ refuses a hash it does not know, which every freshly trained tokenizer's is; its
 
     gpt2_300      300 tokens, GPT-2's ByteLevel split, <|im_start|> <|im_end|> control tokens, ChatML template
     llama3_1000   1000 tokens (+ 24 unused ids: the model's vocab_size is 1024), Llama 3's split and
-                  ignore_merges, Llama 3's special tokens, one user-defined token, add_bos, Llama 3's template
+                  ignore_merges (five whole words in the vocabulary that no merge reaches), Llama 3's special
+                  tokens, one user-defined token, add_bos, Llama 3's template
     default_4000  4000 tokens, llama.cpp's "default" cascade of four expressions, <unk>, add_bos and add_eos,
                   a Zephyr-style template
     shipped       the shipped model's tokenizer (4096 tokens, GPT-2's split, add_bos) with a chat template;
@@ -72,7 +73,8 @@ DEFAULT_CASCADE = (r"[\p{P}\$\+<=>\^~\|]+", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| 
                    r"\p{N}+", r"[0-9][0-9][0-9]")
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-          "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+          "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+          "{% endif %}")
 LLAMA3_CHAT = ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
                "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
                "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
@@ -88,8 +90,9 @@ CONVERSATION = [{"role": "system", "content": "You speak as Shakespeare's player
 CASES = {
     "gpt2_300": ("300 tokens, GPT-2's ByteLevel split, ChatML control tokens", 300, "gpt2", "gpt-2", CHATML,
                  ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"], [], {}, 0, "F32", ()),
-    "llama3_1000": ("1000 tokens and 24 unused ids, Llama 3's split with ignore_merges, Llama 3's special tokens, "
-                    "a user-defined token, add_bos", 1000, "llama3", "llama-bpe", LLAMA3_CHAT,
+    "llama3_1000": ("1000 tokens and 24 unused ids, Llama 3's split with ignore_merges (whole words no merge "
+                    "reaches), Llama 3's special tokens, a user-defined token, add_bos", 1000, "llama3", "llama-bpe",
+                    LLAMA3_CHAT,
                     ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                      "<|eot_id|>", "<|finetune_right_pad_id|>"], ["[ROMEO]"],
                     {"add_bos_token": True}, 24, "F32", ()),
@@ -150,6 +153,10 @@ TEXTS = {
 }
 
 
+# byte-level words (Ġ: a space) added to the llama-bpe case's vocabulary without merges
+WHOLE_WORDS = ["ROMEO", "JULIET", "Ġyonder", "Ġwherefore", "ĠWherefore"]
+
+
 def training_corpus() -> list[str]:
     """What the tokenizers are trained on: the repository's documentation (English prose, code and tables),
     and the text set's multilingual lines once each."""
@@ -170,11 +177,16 @@ def train_tokenizer(case: str, vocab: int, split: str, specials: list[str], user
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab - len(user_defined), special_tokens=specials,
+    whole_words = WHOLE_WORDS if split == "llama3" else []
+    trainer = trainers.BpeTrainer(vocab_size=vocab - len(user_defined) - len(whole_words), special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(training_corpus(), trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user_defined])
     data = json.loads(tok.to_str())
+    for word in whole_words:  # tokens no merge reaches: only ignore_merges finds them (as in Llama 3's vocabulary)
+        assert word not in data["model"]["vocab"], word
+        data["model"]["vocab"][word] = len(data["model"]["vocab"])
+    tok = Tokenizer.from_str(json.dumps(data))
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user_defined])
     assert data["model"]["ignore_merges"] == (split == "llama3"), case
     assert tok.get_vocab_size() == vocab, (case, tok.get_vocab_size())
     return tok
