@@ -23,7 +23,8 @@ from arcee_np.io.tokenizer import ArceeTokenizer
 ROOT = Path(__file__).parent / "golden_gguf_tokenizer"
 META = json.loads((ROOT / "meta.json").read_text())
 TEXTS = json.loads((ROOT / "texts.json").read_text(encoding="utf-8"))
-FILES = [(case, kind, ROOT / case / name) for case, entry in META["cases"].items() for kind, name in entry["files"].items()]
+FILES = [(case, kind, ROOT / case / name)
+         for case, entry in META["cases"].items() for kind, name in entry["files"].items()]
 FILE_IDS = [f"{case}-{kind}" for case, kind, _ in FILES]
 
 
@@ -32,7 +33,8 @@ def expected(case: str) -> dict:
 
 
 def mismatches(tokenizer: ArceeTokenizer, ids: dict) -> list:
-    """The (text, add_special_tokens) pairs where ``tokenizer`` gives other ids than ``ids`` ({text: {special, plain}})."""
+    """The (text, add_special_tokens) pairs where ``tokenizer`` gives other ids than ``ids``
+    (``{text: {"special": ids, "plain": ids}}``)."""
     return [(name, key) for name, text in TEXTS.items() for key, special in (("special", True), ("plain", False))
             if tokenizer.encode(text, add_special_tokens=special) != ids[name][key]]
 
