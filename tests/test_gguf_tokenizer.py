@@ -69,7 +69,7 @@ def test_ids_equal_the_original_tokenizer_json(case):
 
 @pytest.mark.parametrize("case,kind,path", FILES, ids=FILE_IDS)
 def test_ids_equal_llama_cpp_live(case, kind, path):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python: pip install llama-cpp-python")
     vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     tokenizer = ArceeTokenizer.from_pretrained(path)
     live = {name: {"special": vocab.tokenize(text.encode(), add_bos=True, special=True),
@@ -111,6 +111,25 @@ def test_control_tokens_are_special_and_user_defined_ones_are_not():
     assert tokenizer.decode(ids, skip_special_tokens=True) == "Hi[ROMEO]x"
     assert tokenizer.convert_ids_to_tokens(1023) == "[PAD1023]"
     assert tokenizer.add_bos_token and not tokenizer.add_eos_token
+
+
+@pytest.mark.parametrize("case", META["cases"])
+def test_save_pretrained_writes_the_gguf_tokenizer_as_a_checkpoint_tokenizer(case, tmp_path):
+    """tokenizer.json + tokenizer_config.json written from a GGUF file's tokenizer read back (by arcee_np, and
+    by transformers when it is installed) to the same ids and chat ids."""
+    stored = ArceeTokenizer.from_pretrained(ROOT / case / next(iter(META["cases"][case]["files"].values())))
+    stored.save_pretrained(tmp_path)
+    ids = expected(case)
+    assert mismatches(ArceeTokenizer.from_pretrained(tmp_path), ids["transformers"]) == []
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        return
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    assert [(n, k) for n, t in TEXTS.items() for k, special in (("special", True), ("plain", False))
+            if hf.encode(t, add_special_tokens=special) != ids["transformers"][n][k]] == []
+    chat = hf.apply_chat_template(ids["chat"]["conversation"], add_generation_prompt=True, return_dict=False)
+    assert list(chat) == ids["chat"]["transformers"]
 
 
 def _stored_parts(path):

@@ -121,6 +121,23 @@ class ArceeTokenizer:
         return cls(tokenizer, config, template, config_source=config_file, template_source=template_file,
                    source=os.path.join(folder, TOKENIZER_FILE))
 
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write tokenizer.json and tokenizer_config.json (the special tokens, add_bos_token / add_eos_token,
+        the chat template) into ``folder``, as transformers reads them: a GGUF file's tokenizer becomes a
+        checkpoint's."""
+        os.makedirs(folder, exist_ok=True)
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **self.special_tokens_map,
+                  "add_bos_token": self.add_bos_token, "add_eos_token": self.add_eos_token,
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        self._tokenizer.save(os.path.join(folder, TOKENIZER_FILE))
+        with open(os.path.join(folder, TOKENIZER_CONFIG_FILE), "w", encoding="utf-8") as fh:
+            json.dump(config, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+
     # ------------------------------------------------------------------ special tokens
     @property
     def special_tokens_map(self) -> dict[str, str]:
