@@ -132,6 +132,26 @@ def test_save_pretrained_writes_the_gguf_tokenizer_as_a_checkpoint_tokenizer(cas
     assert list(chat) == ids["chat"]["transformers"]
 
 
+@pytest.mark.parametrize("case", META["cases"])
+def test_the_writer_stores_the_tokenizer_as_the_converter_does(case, tmp_path):
+    """arcee_np's GGUF writer, given the checkpoint's tokenizer folder, writes every tokenizer key the converter
+    wrote (tokens, types, merges, ids, flags, chat template) with the same values and GGUF types; the
+    converter's ``add_sep_token`` (which byte-level BPE does not use) aside."""
+    from arcee_np.config import ArceeConfig
+    from arcee_np.io.gguf_writer import write_gguf
+
+    hf = ROOT / case / "hf"
+    path = tmp_path / "tokenizer-only.gguf"
+    write_gguf(path, ArceeConfig.from_pretrained(hf), {}, tokenizer=hf)
+
+    def keys(file):
+        return {k: (f.contents(), [t.name for t in f.types]) for k, f in GGUFFile(file).fields.items()
+                if k.startswith("tokenizer.") and k != "tokenizer.ggml.add_sep_token"}
+
+    assert keys(path) == keys(ROOT / case / next(iter(META["cases"][case]["files"].values())))
+    assert mismatches(ArceeTokenizer.from_pretrained(path), expected(case)["llama_cpp"]) == []
+
+
 def _stored_parts(path):
     fields = GGUFFile(path).fields
     return [fields[f"tokenizer.ggml.{key}"].contents() for key in ("tokens", "token_type", "merges")]

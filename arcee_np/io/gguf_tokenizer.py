@@ -230,3 +230,112 @@ def _chat_template(fields, path: str):
     for name in names:
         named[name] = _values(fields, f"tokenizer.chat_template.{name}", path, str)
     return named
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def pre_tokenizer_name(tokenizer_json: dict) -> str | None:
+    """The ``tokenizer.ggml.pre`` name of a tokenizer.json whose split is one of the three rules above (GPT-2's
+    ``ByteLevel``; ``Split`` expressions then ``ByteLevel(use_regex=False)``), else None. The converter names a
+    pre-tokenizer by hashing the ids of a fixed text instead, and knows only published tokenizers."""
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
+    if not steps or steps[-1].get("type") != "ByteLevel" or steps[-1].get("use_regex", True):
+        return None
+    regexes = tuple(s.get("pattern", {}).get("Regex") if s.get("type") == "Split" and s.get("behavior") == "Isolated"
+                    else None for s in steps[:-1])
+    llama3_original = LLAMA3_REGEX.replace("(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])",
+                                           "(?i:'s|'t|'re|'ve|'m|'ll|'d)")
+    names = {(LLAMA3_REGEX,): "llama-bpe", (llama3_original,): "llama-bpe", (GPT2_REGEX,): "gpt-2",
+             (GPT2_REGEX + r"|\s+",): "gpt-2", DEFAULT_REGEXES: "default"}
+    return names.get(regexes)
+
+
+def _looks_special(token: str) -> bool:
+    """The converter's ``does_token_look_special``: added tokens it marks as control even when not special."""
+    return (token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]") or (token.startswith("<|") and token.endswith("|>"))
+            or (token.startswith("<｜") and token.endswith("｜>"))
+            or (token.startswith("<unused") and token.endswith(">")))
+
+
+def converter_tokenizer_keys(folder: str | os.PathLike, vocab_size: int, config_ids: dict,
+                             pre: str | None = None) -> dict:
+    """The tokenizer keys ``convert_hf_to_gguf.py`` writes for the byte-level BPE tokenizer of a checkpoint
+    ``folder`` (its ``get_vocab_base`` and gguf-py's ``SpecialVocab``): ``vocab_size`` tokens, ids no token has
+    as ``[PAD<id>]`` (unused); added tokens as control (special, or looking special) or user-defined; merges
+    as ``"left right"``; the special token ids named in tokenizer_config.json, else config.json's
+    (``config_ids``: ``{"bos": id, ...}``); add_bos / add_eos as the post-processor or the config says; the
+    chat template. ``pre``: the pre-tokenizer name (default: ``pre_tokenizer_name`` of tokenizer.json).
+    Returns ``{key: value}`` (lists for arrays)."""
+    from ..validation.files import parse_json, read_json, read_text
+    from ..validation.tokenizer import read_tokenizer_json
+
+    folder = os.fspath(folder)
+    file = os.path.join(folder, "tokenizer.json")
+    data = parse_json(read_text(file, "tokenizer.json", TokenizerError), file, TokenizerError)
+    tokenizer = read_tokenizer_json(file)
+    config_file = os.path.join(folder, "tokenizer_config.json")
+    config = read_json(config_file, "tokenizer_config.json", TokenizerError) if os.path.isfile(config_file) else {}
+    if data.get("model", {}).get("type") != "BPE" or pre_tokenizer_name(data) is None and pre is None:
+        raise TokenizerError(f"{file} is not a byte-level BPE tokenizer split by GPT-2's, Llama 3's or llama.cpp's "
+                             f"default rule: pass pre= (the tokenizer.ggml.pre name llama.cpp should use).")
+    vocab = {i: t for t, i in tokenizer.get_vocab(with_added_tokens=True).items()}
+    if max(vocab) >= vocab_size:
+        raise TokenizerError(f"{file} has token id {max(vocab)}, outside the model's vocab_size {vocab_size}.")
+    added = tokenizer.get_added_tokens_decoder()
+    tokens, types = [], []
+    for i in range(vocab_size):
+        token = vocab.get(i, f"[PAD{i}]")
+        kind = UNUSED if i not in vocab else NORMAL
+        if i in added:
+            kind = CONTROL if added[i].special or _looks_special(token) else USER_DEFINED
+            token = token if kind == CONTROL else token.replace("\u2581", " ")
+        tokens.append(token)
+        types.append(kind)
+    merges = [m if isinstance(m, str) else " ".join("".join(chr(ord(c) + 256) if c == " " else c for c in part)
+                                                     for part in m) for m in data["model"].get("merges", [])]
+    keys = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre or pre_tokenizer_name(data),
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": merges}
+    by_content = {entry["content"]: entry["id"] for entry in reversed(data.get("added_tokens", []))}
+    for role, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"),
+                      ("pad", "padding_token_id")):
+        named = config.get(f"{role}_token")
+        named = named.get("content") if isinstance(named, dict) else named
+        token_id = by_content.get(named) if isinstance(named, str) else None
+        token_id = config_ids.get(role) if token_id is None else token_id
+        if isinstance(token_id, int) and 0 <= token_id < vocab_size:
+            keys[f"tokenizer.ggml.{key}"] = token_id
+    keys.update(_add_special_flags(data, config, tokens, keys))
+    template = config.get("chat_template")
+    jinja = os.path.join(folder, "chat_template.jinja")
+    if template is None and os.path.isfile(jinja):
+        template = read_text(jinja, "chat_template.jinja", TokenizerError)
+    if isinstance(template, str):
+        keys["tokenizer.chat_template"] = template
+    return keys
+
+
+def _add_special_flags(data: dict, config: dict, tokens: list[str], keys: dict) -> dict:
+    """``add_bos_token`` / ``add_eos_token`` as gguf-py's SpecialVocab reads them: a ByteLevel post-processor
+    says neither; a TemplateProcessing whose single template starts with bos (ends with eos) says bos (eos);
+    tokenizer_config.json's flags fill what the post-processor left unsaid."""
+    flags: dict[str, bool] = {}
+    bos, eos = (tokens[keys[k]] if k in keys else None for k in ("tokenizer.ggml.bos_token_id",
+                                                                  "tokenizer.ggml.eos_token_id"))
+    processor = data.get("post_processor") or {}
+    for step in processor.get("processors", [processor]):
+        if step.get("type") == "ByteLevel":
+            flags.setdefault("bos", False)
+            flags.setdefault("eos", False)
+        elif step.get("type") == "TemplateProcessing" and len(step.get("single", [])) > 1:
+            first = step["single"][0].get("SpecialToken", {}).get("id")
+            last = step["single"][-1].get("SpecialToken", {}).get("id")
+            if first:
+                flags["bos"] = first == bos
+            if last:
+                flags["eos"] = last == eos
+    for role in ("bos", "eos"):
+        if isinstance(config.get(f"add_{role}_token"), bool):
+            flags.setdefault(role, config[f"add_{role}_token"])
+    return {f"tokenizer.ggml.add_{role}_token": value for role, value in flags.items()}
