@@ -252,3 +252,23 @@ def test_pipeline_runs_from_a_gguf_file_alone(tmp_path):
     chat = generator([{"role": "user", "content": "Speak."}], max_new_tokens=2, do_sample=False)
     assert chat[0]["generated_text"][-1]["role"] == "assistant"
     assert np.all(np.asarray(generator.tokenizer.encode("ROMEO:")) < generator.model.config.vocab_size)
+
+
+def test_finetune_runs_from_a_gguf_file_alone(tmp_path, capsys):
+    """finetune encodes --data with the file's own tokenizer and writes it as the new checkpoint's
+    tokenizer.json, which reads back to the same ids."""
+    from arcee_np.cli import main
+
+    alone = tmp_path / "model" / "model.gguf"
+    alone.parent.mkdir()
+    shutil.copyfile(ROOT / "llama3_1000" / "llama3_1000-F32.gguf", alone)
+    data = tmp_path / "text.txt"
+    data.write_text((TEXTS["verse"] + TEXTS["prose"]) * 8, encoding="utf-8")
+    out = tmp_path / "tuned"
+    code = main(["finetune", "--data", str(data), "--model", str(alone), "--steps", "2", "--out", str(out),
+                 "--batch-size", "2", "--seq-len", "16"])
+    assert code == 0, capsys.readouterr().err
+    tuned = ArceeTokenizer.from_pretrained(out)
+    assert tuned.source == str(out / "tokenizer.json")
+    assert mismatches(tuned, expected("llama3_1000")["llama_cpp"]) == []
+    assert tuned.get_chat_template() == ArceeTokenizer.from_pretrained(alone).get_chat_template()

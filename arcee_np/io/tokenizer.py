@@ -63,6 +63,7 @@ class ArceeTokenizer:
 
         self._tokenizer = tokenizer
         self.source = source
+        self.folder = None  # the folder of the tokenizer files it was read from (from_pretrained sets it)
         config = check_tokenizer_config({} if config is None else config, config_source)
         check_chat_template(chat_template, template_source or "the chat_template argument")
         self.init_config = config
@@ -118,8 +119,10 @@ class ArceeTokenizer:
         template_file = os.path.join(folder, CHAT_TEMPLATE_FILE)
         template = read_text(template_file, CHAT_TEMPLATE_FILE, TokenizerError) if os.path.exists(template_file) \
             else None
-        return cls(tokenizer, config, template, config_source=config_file, template_source=template_file,
-                   source=os.path.join(folder, TOKENIZER_FILE))
+        loaded = cls(tokenizer, config, template, config_source=config_file, template_source=template_file,
+                     source=os.path.join(folder, TOKENIZER_FILE))
+        loaded.folder = folder
+        return loaded
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write tokenizer.json and tokenizer_config.json (the special tokens, add_bos_token / add_eos_token,

@@ -130,18 +130,22 @@ def finetune(model, train_ids: np.ndarray, *, steps: int, batch_size: int = 8, s
     return losses
 
 
-def save_finetuned(model, model_path, out: Path, record: dict) -> None:
-    """The checkpoint (config.json, model.safetensors, generation_config.json), the tokenizer files of
-    ``model_path`` and finetune.json into ``out``."""
+def save_finetuned(model, tokenizer, out: Path, record: dict) -> None:
+    """The checkpoint (config.json, model.safetensors, generation_config.json), the tokenizer files (copied from
+    the folder ``tokenizer`` was read from; a GGUF file's own tokenizer written by ``save_pretrained``) and
+    finetune.json into ``out``."""
     if not model.generation_config:
         c = model.config
         model.generation_config = {k: v for k, v in (("bos_token_id", c.bos_token_id), ("eos_token_id", c.eos_token_id),
                                                      ("pad_token_id", c.pad_token_id)) if v is not None}
     model.save_pretrained(out)
-    for name in TOKENIZER_FILES:
-        source = os.path.join(model_path, name)
-        if os.path.isfile(source):
-            shutil.copyfile(source, out / name)
+    if tokenizer.folder is not None:
+        for name in TOKENIZER_FILES:
+            source = os.path.join(tokenizer.folder, name)
+            if os.path.isfile(source):
+                shutil.copyfile(source, out / name)
+    else:
+        tokenizer.save_pretrained(out)
     (out / "finetune.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
@@ -161,7 +165,8 @@ def add_finetune_command(commands) -> None:
                             "evaluated before and after. Writes a checkpoint transformers loads, the tokenizer files "
                             "and finetune.json to DIR.")
     p.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text file to train on")
-    p.add_argument("--model", metavar="PATH", help="checkpoint folder with tokenizer.json (default: the shipped model)")
+    p.add_argument("--model", metavar="PATH", help="checkpoint folder with tokenizer.json, or a llama.cpp .gguf file "
+                   "(default: the shipped model)")
     p.add_argument("--steps", required=True, type=positive_int, metavar="N", help="optimizer steps")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the fine-tuned checkpoint")
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="windows per step (default: 8)")
@@ -187,18 +192,19 @@ def cmd_finetune(args) -> int:
     """Check everything, train, evaluate before and after, write the checkpoint; exit status 0."""
     from .. import __version__
     from ..cli import _model_path
-    from ..config import ArceeConfig
+    from ..io.checkpoint import read_config
+    from ..io.gguf import is_gguf
     from ..io.tokenizer import ArceeTokenizer
     from ..models import ArceeForCausalLM
     from .data import heldout_loss
 
     model_path = _model_path(args)
     text = read_text(args.data)
-    if not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
+    if not is_gguf(model_path) and not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
         raise MissingFileError(f"no tokenizer.json in {model_path!r}: finetune encodes --data with the model's own "
                                 f"tokenizer; copy the model's tokenizer.json (and tokenizer_config.json) there.")
-    tokenizer = ArceeTokenizer.from_pretrained(model_path)
-    config = ArceeConfig.from_pretrained(model_path)
+    tokenizer = ArceeTokenizer.from_pretrained(model_path)  # a GGUF file: the tokenizer.json beside it, or its own
+    config = read_config(model_path)
     if args.seq_len > config.max_position_embeddings:
         raise InputError(f"--seq-len {args.seq_len} is longer than the model's max_position_embeddings "
                          f"({config.max_position_embeddings}); give at most that.")
@@ -236,6 +242,6 @@ def cmd_finetune(args) -> int:
         "train_losses": [round(x, 6) for x in losses], "train_seconds": round(seconds, 1),
         "arcee_np": __version__,
     }
-    save_finetuned(model, model_path, out, record)
+    save_finetuned(model, tokenizer, out, record)
     print(f"wrote {out}: config.json, model.safetensors, generation_config.json, tokenizer files, finetune.json")
     return 0
