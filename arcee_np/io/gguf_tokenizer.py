@@ -100,8 +100,9 @@ def unsupported_message(path: str, what: str) -> str:
     """The refusal for a tokenizer this module cannot rebuild: what it is, and the way around it."""
     folder = os.path.dirname(os.path.abspath(path))
     return (f"{path}: {what}; arcee_np rebuilds byte-level BPE tokenizers (tokenizer.ggml.model 'gpt2') with the "
-            f"pre-tokenizer types {', '.join(sorted(PRE_TOKENIZERS))}. Put the model's tokenizer.json (and "
-            f"tokenizer_config.json) beside the file, in {folder}: arcee_np then reads that instead.")
+            f"pre-tokenizer types 'llama-bpe', 'gpt-2' and 'default' (and the names llama.cpp splits alike, listed in "
+            f"docs/gguf.md). Put the model's tokenizer.json (and tokenizer_config.json) beside the file, in "
+            f"{folder}: arcee_np then reads that instead.")
 
 
 def _values(fields, key: str, path: str, kind: type, required: bool = True):
