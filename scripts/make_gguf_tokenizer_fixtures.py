@@ -32,10 +32,13 @@ For every case it writes ``tests/golden_gguf_tokenizer/<case>/``:
     hf/                 the tokenizer files (tokenizer.json, tokenizer_config.json) and config.json
     <case>-<TYPE>.gguf  the converter's file (F32 or F16), and for ``shipped`` the Q4_K_M file
     ids.json            per text of texts.json: transformers' ids (AutoTokenizer on hf/) and llama.cpp's
-                        (llama-cpp-python, vocab_only), with and without special tokens; transformers'
-                        apply_chat_template ids of a fixed conversation
+                        (llama-cpp-python, vocab_only), with and without special tokens; the same for the
+                        texts of texts_more.json (``*_more``); transformers' apply_chat_template ids of a
+                        fixed conversation
 
-and ``texts.json`` (the text set) and ``meta.json`` (versions, cases, file sizes). The plain test run
+and ``texts.json`` (the text set), ``texts_more.json`` (200 random strings and three texts in scripts Unicode
+16.0 added, where llama.cpp's tables and the tokenizers library's regular expressions disagree) and
+``meta.json`` (versions, cases, file sizes). The plain test run
 reads these and needs neither torch nor llama.cpp.
 """
 
@@ -45,6 +48,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -157,6 +161,38 @@ TEXTS = {
 WHOLE_WORDS = ["ROMEO", "JULIET", "Ġyonder", "Ġwherefore", "ĠWherefore"]
 
 
+# Unicode 16.0's new letters, digits and punctuation (Kirat Rai, Garay, Sunuwar, Balinese marks ...): the
+# tokenizers library's regular expressions know them, llama.cpp's tables (Unicode 15.1) do not
+UNICODE_16 = {
+    "kirat_rai": "a\U00016d40\U00016d41b .\U00016d42. 1\U00016d702 'll\U00016d43'll \U00016d6d",
+    "garay": "\U00010d50\U00010d51 \U00010d40\U00010d41 x\U00010d70y \u1b4e\u1b4f.",
+    "sunuwar": "The \U00011bc0\U00011bc1 \U00011bf0\U00011bf1 (\U00011bc2) \u1c89\u1c8a words",
+}
+PIECES = [" ", "  ", "\n", "\r\n", "\r", "\t", "\u00a0", "\u3000", "\u2028", "\u0085", "\u000b", "\u200b", "\u200d",
+          "\ufe0f", "a", "Z", "é", "e\u0301", "ß", "Ω", "ж", "中", "の", "한", "ب", "न", "ि", "्", "ก", "1", "23",
+          "4567", "٣", "१", "½", "²", "Ⅻ", "'", "'s", "'S", "'ll", "'LL", "'Ve", '"', ".", ",", "!", "?", "...", "-",
+          "_", "(", ")",
+          "[", "]", "{", "}", "<", ">", "$", "+", "=", "^", "~", "|", "`", "@", "#", "%", "&", "*", "/", "\\", ":", ";",
+          "«", "»", "—", "…", "“", "€", "©", "🦙", "🚀", "👍🏽", "🇫🇷", "👨\u200d👩\u200d👧", "❤️", "𝔘", "\U00016d40",
+          "\U00011bf1", "\u1b4e", "<s>", "</s>", "<pad>", "<unk>", "<|im_start|>", "<|eot_id|>", "[ROMEO]",
+          "<|begin_of_text|>", "ROMEO", "hello", " world", "the", "The"]
+
+
+def random_texts(count: int = 200) -> dict[str, str]:
+    """``count`` strings of 1 to 24 random pieces (spaces, scripts, digits, punctuation, emoji, special-token
+    strings) and random code points, from a fixed seed: the split rules' corners, beyond the written set."""
+    rng = random.Random(0)
+
+    def code_point():
+        while True:
+            value = rng.randint(0x20, 0x2FFFF)
+            if not 0xD800 <= value <= 0xDFFF:
+                return chr(value)
+
+    return {f"random_{i:03d}": "".join(code_point() if rng.random() < 0.2 else rng.choice(PIECES)
+                                       for _ in range(rng.randint(1, 24))) for i in range(count)}
+
+
 def training_corpus() -> list[str]:
     """What the tokenizers are trained on: the repository's documentation (English prose, code and tables),
     and the text set's multilingual lines once each."""
@@ -215,14 +251,16 @@ def build_hf(case: str, folder: Path) -> None:
 
 
 def expected_ids(case: str, hf: Path, gguf: Path) -> dict:
-    """transformers' and llama.cpp's ids of every text, with and without special tokens, and the chat ids."""
+    """transformers' and llama.cpp's ids of every text (the set, and the random and Unicode 16 texts), with and
+    without special tokens, and the chat ids."""
     tok = AutoTokenizer.from_pretrained(hf)
-    out = {"transformers": {}, "llama_cpp": {}}
-    for name, text in TEXTS.items():
-        out["transformers"][name] = {"special": tok.encode(text, add_special_tokens=True),
-                                     "plain": tok.encode(text, add_special_tokens=False)}
-        out["llama_cpp"][name] = {"special": llama_cpp_token_ids(gguf, text, True),
-                                  "plain": llama_cpp_token_ids(gguf, text, False)}
+    out = {"transformers": {}, "llama_cpp": {}, "transformers_more": {}, "llama_cpp_more": {}}
+    for suffix, texts in (("", TEXTS), ("_more", {**UNICODE_16, **random_texts()})):
+        for name, text in texts.items():
+            out["transformers" + suffix][name] = {"special": tok.encode(text, add_special_tokens=True),
+                                                  "plain": tok.encode(text, add_special_tokens=False)}
+            out["llama_cpp" + suffix][name] = {"special": llama_cpp_token_ids(gguf, text, True),
+                                               "plain": llama_cpp_token_ids(gguf, text, False)}
     chat = tok.apply_chat_template(CONVERSATION, add_generation_prompt=True, tokenize=True, return_dict=False)
     out["chat"] = {"conversation": CONVERSATION, "add_generation_prompt": True, "transformers": list(chat)}
     return out
@@ -242,6 +280,8 @@ def main() -> None:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
     (args.out / "texts.json").write_text(json.dumps(TEXTS, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (args.out / "texts_more.json").write_text(json.dumps({**UNICODE_16, **random_texts()}, indent=0,
+                                                         ensure_ascii=False) + "\n", encoding="utf-8")
     meta_cases = {}
     with tempfile.TemporaryDirectory() as scratch:
         for case, (description, _, _, pre, _, _, _, _, unused, outtype, quantized) in CASES.items():
@@ -263,12 +303,15 @@ def main() -> None:
                            for n, t in TEXTS.items()), (case, kind)
             (args.out / case / "ids.json").write_text(json.dumps(ids, ensure_ascii=False) + "\n", encoding="utf-8")
             agree = sum(ids["transformers"][n] == ids["llama_cpp"][n] for n in TEXTS)
+            more = ids["llama_cpp_more"]
+            agree_more = sum(ids["transformers_more"][n] == more[n] for n in more)
             meta_cases[case] = {"description": description, "pre": pre, "unused_ids": unused,
                                 "files": {k: p.name for k, p in files.items()},
                                 "sizes": {p.name: p.stat().st_size for p in files.values()},
-                                "llama_cpp_equals_transformers": f"{agree}/{len(TEXTS)} texts"}
+                                "llama_cpp_equals_transformers": f"{agree}/{len(TEXTS)} texts",
+                                "llama_cpp_equals_transformers_more": f"{agree_more}/{len(more)} texts"}
             print(f"{case}: {', '.join(p.name for p in files.values())}; llama.cpp = transformers on "
-                  f"{agree}/{len(TEXTS)} texts")
+                  f"{agree}/{len(TEXTS)} texts of the set, {agree_more}/{len(more)} random and Unicode 16 texts")
     meta = {
         "generator": "scripts/make_gguf_tokenizer_fixtures.py",
         "torch": torch.__version__, "transformers": transformers.__version__,

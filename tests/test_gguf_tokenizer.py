@@ -9,6 +9,7 @@ checks both without llama.cpp; with llama-cpp-python installed, llama.cpp is als
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,12 +18,13 @@ import pytest
 
 from arcee_np import TokenizerError
 from arcee_np.io.gguf import GGUFFile
-from arcee_np.io.gguf_tokenizer import PRE_TOKENIZERS, build_tokenizer, read_gguf_tokenizer
+from arcee_np.io.gguf_tokenizer import PRE_TOKENIZERS, UNICODE_16_ADDED, build_tokenizer, read_gguf_tokenizer
 from arcee_np.io.tokenizer import ArceeTokenizer
 
 ROOT = Path(__file__).parent / "golden_gguf_tokenizer"
 META = json.loads((ROOT / "meta.json").read_text())
 TEXTS = json.loads((ROOT / "texts.json").read_text(encoding="utf-8"))
+MORE = json.loads((ROOT / "texts_more.json").read_text(encoding="utf-8"))  # random strings, Unicode 16 scripts
 FILES = [(case, kind, ROOT / case / name)
          for case, entry in META["cases"].items() for kind, name in entry["files"].items()]
 FILE_IDS = [f"{case}-{kind}" for case, kind, _ in FILES]
@@ -32,10 +34,10 @@ def expected(case: str) -> dict:
     return json.loads((ROOT / case / "ids.json").read_text(encoding="utf-8"))
 
 
-def mismatches(tokenizer: ArceeTokenizer, ids: dict) -> list:
-    """The (text, add_special_tokens) pairs where ``tokenizer`` gives other ids than ``ids``
+def mismatches(tokenizer: ArceeTokenizer, ids: dict, texts: dict = TEXTS) -> list:
+    """The (text, add_special_tokens) pairs of ``texts`` where ``tokenizer`` gives other ids than ``ids``
     (``{text: {"special": ids, "plain": ids}}``)."""
-    return [(name, key) for name, text in TEXTS.items() for key, special in (("special", True), ("plain", False))
+    return [(name, key) for name, text in texts.items() for key, special in (("special", True), ("plain", False))
             if tokenizer.encode(text, add_special_tokens=special) != ids[name][key]]
 
 
@@ -54,6 +56,22 @@ def test_ids_equal_transformers_and_llama_cpp_on_every_text(case, kind, path):
     ids = expected(case)
     assert mismatches(tokenizer, ids["transformers"]) == []
     assert mismatches(tokenizer, ids["llama_cpp"]) == []
+
+
+@pytest.mark.parametrize("case,kind,path", FILES, ids=FILE_IDS)
+def test_ids_equal_llama_cpp_on_random_strings_and_unicode_16_scripts(case, kind, path):
+    assert mismatches(ArceeTokenizer.from_pretrained(path), expected(case)["llama_cpp_more"], MORE) == []
+
+
+def test_tokenizer_json_and_llama_cpp_differ_only_on_characters_unicode_16_added():
+    """The tokenizers library's expressions know Unicode 16.0, llama.cpp's tables 15.1: where the checkpoint's
+    tokenizer.json and llama.cpp disagree, the text holds a letter, digit or punctuation mark Unicode 16.0
+    added (arcee_np follows llama.cpp there); they do disagree on some, so the difference is tested."""
+    added = re.sub(r"\\x\{([0-9A-F]+)\}", lambda m: chr(int(m.group(1), 16)), "".join(UNICODE_16_ADDED.values()))
+    new_characters = re.compile(f"[{added}]")
+    disagree = [(case, name) for case in META["cases"] for name in MORE
+                if expected(case)["transformers_more"][name] != expected(case)["llama_cpp_more"][name]]
+    assert disagree and all(new_characters.search(MORE[name]) for _, name in disagree), disagree
 
 
 @pytest.mark.parametrize("case", META["cases"])

@@ -19,7 +19,8 @@ into the file's metadata:
 * the text is first cut at the control, unknown and user-defined tokens (added tokens of the ``tokenizers``
   library; control and unknown ones are special, so ``decode(skip_special_tokens=True)`` drops them);
 * every other piece is split by the pre-tokenizer type's regular expressions, applied in turn, each keeping
-  both its matches and the text between them (a ``Split`` with ``behavior="isolated"`` per expression), then
+  both its matches and the text between them (a ``Split`` with ``behavior="isolated"`` per expression; without
+  the letters, digits and punctuation Unicode 16.0 added, which llama.cpp's tables do not know yet), then
   mapped to byte-level characters (``ByteLevel(use_regex=False)``);
 * each word is merged by BPE with the file's merges; the ``llama-bpe`` family first looks the whole word
   up in the vocabulary (``ignore_merges``, as Llama 3's tokenizer.json also says);
@@ -48,6 +49,36 @@ GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(
 LLAMA3_REGEX = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 DEFAULT_REGEXES = (r"[\p{P}\$\+<=>\^~\|]+", GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]")
+
+# The regular expressions of the tokenizers library (Oniguruma) know Unicode 16.0; llama.cpp's character tables
+# (src/unicode-data.cpp) know Unicode 15.1. The letters, digits and punctuation that Unicode 16.0 added (general
+# category L*, N*, P* in the Unicode Character Database 16.0, unassigned in 15.1) are taken out of \p{L}, \p{N} and
+# \p{P}, so that they match what they match in llama.cpp (``as_llama_cpp_unicode``).
+UNICODE_16_ADDED = {
+    "L": (r"\x{1C89}-\x{1C8A}\x{A7CB}-\x{A7CD}\x{A7DA}-\x{A7DC}\x{105C0}-\x{105F3}\x{10D4A}-\x{10D65}"
+          r"\x{10D6F}-\x{10D85}\x{10EC2}-\x{10EC4}\x{11380}-\x{11389}\x{1138B}\x{1138E}\x{11390}-\x{113B5}\x{113B7}"
+          r"\x{113D1}\x{113D3}\x{11BC0}-\x{11BE0}\x{13460}-\x{143FA}\x{16100}-\x{1611D}\x{16D40}-\x{16D6C}\x{18CFF}"
+          r"\x{1E5D0}-\x{1E5ED}\x{1E5F0}"),
+    "N": (r"\x{10D40}-\x{10D49}\x{116D0}-\x{116E3}\x{11BF0}-\x{11BF9}\x{16130}-\x{16139}\x{16D70}-\x{16D79}"
+          r"\x{1CCF0}-\x{1CCF9}\x{1E5F1}-\x{1E5FA}"),
+    "P": (r"\x{1B4E}-\x{1B4F}\x{1B7F}\x{10D6E}\x{113D4}-\x{113D5}\x{113D7}-\x{113D8}\x{11BE1}\x{16D6D}-\x{16D6F}"
+          r"\x{1E5FF}"),
+}
+
+
+def as_llama_cpp_unicode(regex: str) -> str:
+    r"""``regex`` with every ``\p{L}``, ``\p{N}`` and ``\p{P}`` less the characters Unicode 16.0 added to that
+    category (``[\p{L}&&[^...]]``, a class of its own or nested in the class it stood in)."""
+    out, i = [], 0
+    while i < len(regex):
+        if regex.startswith(("\\p{L}", "\\p{N}", "\\p{P}"), i):
+            out.append(f"[{regex[i:i + 5]}&&[^{UNICODE_16_ADDED[regex[i + 3]]}]]")
+            i += 5
+        else:  # any other character, an escaped one with its backslash
+            step = 2 if regex[i] == "\\" else 1
+            out.append(regex[i:i + step])
+            i += step
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -153,7 +184,7 @@ def build_tokenizer(tokens: list[str], token_types: list[int], merges: list[str]
         raise TokenizerError(f"the tokens and merges of this file do not form a BPE vocabulary ({err}).") from None
     tokenizer = Tokenizer(bpe)
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(regex), behavior="isolated") for regex in pre.regexes]
+        [pre_tokenizers.Split(Regex(as_llama_cpp_unicode(regex)), behavior="isolated") for regex in pre.regexes]
         + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tokenizer.decoder = decoders.ByteLevel()
     added = [AddedToken(tokens[i], special=kind != USER_DEFINED, normalized=False)
