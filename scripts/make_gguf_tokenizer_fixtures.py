@@ -194,10 +194,14 @@ def random_texts(count: int = 200) -> dict[str, str]:
 
 
 def training_corpus() -> list[str]:
-    """What the tokenizers are trained on: the repository's documentation (English prose, code and tables),
-    and the text set's multilingual lines once each."""
-    docs = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
-    return [p.read_text(encoding="utf-8") for p in docs] + list(TEXTS.values())
+    """What the tokenizers are trained on: the source of a few modules of Python's standard library (English
+    prose in docstrings, code, numbers; the same for a given Python version, recorded in meta.json), and the
+    text set's lines once each."""
+    import importlib
+    import inspect
+
+    modules = ("argparse", "textwrap", "json.decoder", "html.entities", "calendar", "difflib")
+    return [inspect.getsource(importlib.import_module(name)) for name in modules] + list(TEXTS.values())
 
 
 def train_tokenizer(case: str, vocab: int, split: str, specials: list[str], user_defined: list[str]):
