@@ -95,6 +95,27 @@ def quantize(quantizer: str, source: Path, out: Path, kind: str, threads: int = 
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
+def fixture_arguments(description: str, default_out: Path) -> tuple:
+    """The command line the fixture scripts share (``--converter``, ``--quantize``, ``--llama-cpp-commit``,
+    ``--out``), parsed: (arguments, the llama.cpp commit); the output folder made empty."""
+    import argparse
+    import shutil
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--converter", type=Path, required=True, help="convert_hf_to_gguf.py of a llama.cpp checkout")
+    parser.add_argument("--quantize", default="api", help="'api' (llama-cpp-python) or the path of llama-quantize")
+    parser.add_argument("--llama-cpp-commit", help="the checkout's commit (default: git rev-parse in its folder)")
+    parser.add_argument("--out", type=Path, default=default_out)
+    args = parser.parse_args()
+    commit = args.llama_cpp_commit or subprocess.run(
+        ["git", "-C", str(args.converter.parent), "rev-parse", "--short=9", "HEAD"], capture_output=True,
+        text=True, check=True).stdout.strip()
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+    return args, commit
+
+
 def gguf_py_version(converter: Path) -> str:
     """The version of the gguf-py package next to a converter (its pyproject.toml)."""
     text = (converter.parent / "gguf-py" / "pyproject.toml").read_text()

@@ -5,7 +5,7 @@ How to run (from the repository root; needs transformers, pinned, torch, and lla
 
     pip install -e ".[golden]" llama-cpp-python==0.3.36
     python scripts/make_gguf_tokenizer_fixtures.py --converter PATH/TO/llama.cpp/convert_hf_to_gguf.py \\
-        [--llama-cpp-commit 0c1e57098]
+        [--quantize api | --quantize PATH/TO/llama-quantize] [--llama-cpp-commit 0c1e57098]
 
 The converter comes from a llama.cpp checkout (or the one vendored in llama-cpp-python's source
 distribution); nothing of llama.cpp is written into the repository except the GGUF files it produces.
@@ -44,13 +44,11 @@ reads these and needs neither torch nor llama.cpp.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -65,7 +63,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 from arcee_np.oracle.llama_cpp import llama_cpp_version  # noqa: E402
 from arcee_np.shipped import default_model_path  # noqa: E402
-from llama_cpp_tools import convert, gguf_py_version, llama_cpp_token_ids, quantize  # noqa: E402
+from llama_cpp_tools import convert, fixture_arguments, gguf_py_version, llama_cpp_token_ids, quantize  # noqa: E402
 
 OUT = REPO / "tests" / "golden_gguf_tokenizer"
 
@@ -271,18 +269,8 @@ def expected_ids(case: str, hf: Path, gguf: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--converter", type=Path, required=True, help="convert_hf_to_gguf.py of a llama.cpp checkout")
-    parser.add_argument("--llama-cpp-commit", help="the checkout's commit (default: git rev-parse in its folder)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
+    args, commit = fixture_arguments(__doc__, OUT)
     torch.set_num_threads(1)
-    commit = args.llama_cpp_commit or subprocess.run(
-        ["git", "-C", str(args.converter.parent), "rev-parse", "--short=9", "HEAD"], capture_output=True,
-        text=True, check=True).stdout.strip()
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
     (args.out / "texts.json").write_text(json.dumps(TEXTS, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (args.out / "texts_more.json").write_text(json.dumps({**UNICODE_16, **random_texts()}, indent=0,
                                                          ensure_ascii=False) + "\n", encoding="utf-8")
@@ -300,7 +288,7 @@ def main() -> None:
             convert(args.converter, work, outtype, files[outtype], pre=pre)
             for kind in quantized:
                 files[kind] = args.out / case / f"{case}-{kind}.gguf"
-                quantize("api", files[outtype], files[kind], kind)
+                quantize(args.quantize, files[outtype], files[kind], kind)
             ids = expected_ids(case, hf, files[outtype])
             for kind, path in files.items():  # every file of a case tokenizes alike
                 assert all(llama_cpp_token_ids(path, t, True) == ids["llama_cpp"][n]["special"]
@@ -323,7 +311,7 @@ def main() -> None:
         "llama_cpp_python": llama_cpp_version(), "llama_cpp_commit": commit,
         "gguf_py": gguf_py_version(args.converter), "python": platform.python_version(),
         "converter": "convert_hf_to_gguf.py (pre-tokenizer hash wrapper: unknown -> the case's type)",
-        "quantizer": "llama_model_quantize (llama-cpp-python)",
+        "quantizer": "llama_model_quantize (llama-cpp-python)" if args.quantize == "api" else "llama-quantize",
         "llama_cpp_tokenizer": "Llama(path, vocab_only=True).tokenize(text, add_bos=..., special=True)",
         "cases": meta_cases,
     }
