@@ -116,6 +116,30 @@ def fixture_arguments(description: str, default_out: Path) -> tuple:
     return args, commit
 
 
+def write_meta(args, commit: str, generator: str, converter_note: str, cases: dict, **extra) -> None:
+    """``meta.json`` of a fixture folder: the versions used (torch, transformers, llama-cpp-python, the llama.cpp
+    commit, gguf-py, Python), the converter and quantizer, ``extra`` entries and the cases; prints the size."""
+    import json
+    import platform
+
+    import torch
+    import transformers
+
+    from arcee_np.oracle.llama_cpp import llama_cpp_version
+
+    meta = {
+        "generator": generator, "torch": torch.__version__, "transformers": transformers.__version__,
+        "llama_cpp_python": llama_cpp_version(), "llama_cpp_commit": commit,
+        "gguf_py": gguf_py_version(args.converter), "python": platform.python_version(),
+        "converter": f"convert_hf_to_gguf.py (pre-tokenizer hash wrapper: {converter_note})",
+        "quantizer": "llama_model_quantize (llama-cpp-python)" if args.quantize == "api" else "llama-quantize",
+        **extra, "cases": cases,
+    }
+    (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+
+
 def gguf_py_version(converter: Path) -> str:
     """The version of the gguf-py package next to a converter (its pyproject.toml)."""
     text = (converter.parent / "gguf-py" / "pyproject.toml").read_text()

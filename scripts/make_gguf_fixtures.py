@@ -36,9 +36,7 @@ only the GGUF key ``tokenizer.ggml.pre`` depends on it; the fixtures are evaluat
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -48,7 +46,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-import transformers
 from transformers import ArceeConfig, ArceeForCausalLM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,8 +54,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 from torch_reference import lifted_float32_casts, perturb_  # noqa: E402
 
-from arcee_np.oracle.llama_cpp import llama_cpp_logits, llama_cpp_version  # noqa: E402
-from llama_cpp_tools import PURE, convert, fixture_arguments, gguf_py_version, quantize, tokenizer  # noqa: E402
+from arcee_np.oracle.llama_cpp import llama_cpp_logits  # noqa: E402
+from llama_cpp_tools import PURE, convert, fixture_arguments, quantize, tokenizer, write_meta  # noqa: E402
 
 OUT = REPO / "tests" / "golden_gguf"
 SEQUENCE_LENGTH = 32
@@ -167,18 +164,7 @@ def main() -> None:
                                 "llama_cpp_logits": "flash attention off, F32 KV cache, 1 thread, no repacked "
                                                     "weight buffers; F32_flash: flash attention on"}
             print(f"{name}: {', '.join(files.values())}")
-    meta = {
-        "generator": "scripts/make_gguf_fixtures.py",
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "llama_cpp_python": llama_cpp_version(), "llama_cpp_commit": commit,
-        "gguf_py": gguf_py_version(args.converter), "python": platform.python_version(),
-        "converter": "convert_hf_to_gguf.py (pre-tokenizer hash wrapper: unknown -> gpt-2)",
-        "quantizer": "llama_model_quantize (llama-cpp-python)" if args.quantize == "api" else "llama-quantize",
-        "cases": meta_cases,
-    }
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+    write_meta(args, commit, "scripts/make_gguf_fixtures.py", "unknown -> gpt-2", meta_cases)
 
 
 if __name__ == "__main__":

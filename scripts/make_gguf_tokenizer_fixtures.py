@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import shutil
 import sys
@@ -55,15 +54,13 @@ from pathlib import Path
 
 import torch
 
-import transformers
 from transformers import ArceeConfig, ArceeForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
-from arcee_np.oracle.llama_cpp import llama_cpp_version  # noqa: E402
 from arcee_np.shipped import default_model_path  # noqa: E402
-from llama_cpp_tools import convert, fixture_arguments, gguf_py_version, llama_cpp_token_ids, quantize  # noqa: E402
+from llama_cpp_tools import convert, fixture_arguments, llama_cpp_token_ids, quantize, write_meta  # noqa: E402
 
 OUT = REPO / "tests" / "golden_gguf_tokenizer"
 
@@ -304,20 +301,9 @@ def main() -> None:
                                 "llama_cpp_equals_transformers_more": f"{agree_more}/{len(more)} texts"}
             print(f"{case}: {', '.join(p.name for p in files.values())}; llama.cpp = transformers on "
                   f"{agree}/{len(TEXTS)} texts of the set, {agree_more}/{len(more)} random and Unicode 16 texts")
-    meta = {
-        "generator": "scripts/make_gguf_tokenizer_fixtures.py",
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "tokenizers": __import__("tokenizers").__version__,
-        "llama_cpp_python": llama_cpp_version(), "llama_cpp_commit": commit,
-        "gguf_py": gguf_py_version(args.converter), "python": platform.python_version(),
-        "converter": "convert_hf_to_gguf.py (pre-tokenizer hash wrapper: unknown -> the case's type)",
-        "quantizer": "llama_model_quantize (llama-cpp-python)" if args.quantize == "api" else "llama-quantize",
-        "llama_cpp_tokenizer": "Llama(path, vocab_only=True).tokenize(text, add_bos=..., special=True)",
-        "cases": meta_cases,
-    }
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+    write_meta(args, commit, "scripts/make_gguf_tokenizer_fixtures.py", "unknown -> the case's type", meta_cases,
+               tokenizers=__import__("tokenizers").__version__,
+               llama_cpp_tokenizer="Llama(path, vocab_only=True).tokenize(text, add_bos=..., special=True)")
 
 
 if __name__ == "__main__":
