@@ -70,10 +70,12 @@ def _is_chat(inputs) -> bool:
 
 def pipeline(task: str = "text-generation", model=None, tokenizer=None, dtype: str = "float32",
              device: str = "cpu") -> TextGenerationPipeline:
-    """A text-generation pipeline over ``model``: a checkpoint folder (with tokenizer.json), an
-    ArceeForCausalLM (then pass ``tokenizer``, an ArceeTokenizer or a folder), or None for the shipped model."""
+    """A text-generation pipeline over ``model``: a checkpoint folder (with tokenizer.json), a llama.cpp GGUF
+    file (its own tokenizer, or the tokenizer.json beside it), an ArceeForCausalLM (then pass ``tokenizer``, an
+    ArceeTokenizer, a folder or a GGUF file), or None for the shipped model."""
     from .models import ArceeForCausalLM
     from .shipped import default_model_path
+    from .io.gguf import GGUFFile, is_gguf
     from .io.tokenizer import ArceeTokenizer
 
     if task not in TASKS:
@@ -83,6 +85,10 @@ def pipeline(task: str = "text-generation", model=None, tokenizer=None, dtype: s
     if isinstance(model, ArceeForCausalLM):
         if tokenizer is None:
             raise InputError("pass tokenizer= (an ArceeTokenizer or a folder with tokenizer.json) with a model object.")
+    elif is_gguf(model):  # a llama.cpp file, read once for its weights and its tokenizer
+        file = GGUFFile(model)
+        tokenizer = file if tokenizer is None else tokenizer
+        model = ArceeForCausalLM.from_gguf(file, dtype=dtype, device=device)
     else:
         tokenizer = model if tokenizer is None else tokenizer
         model = ArceeForCausalLM.from_pretrained(model, dtype=dtype, device=device)

@@ -290,3 +290,10 @@ def test_finetune_runs_from_a_gguf_file_alone(tmp_path, capsys):
     assert tuned.source == str(out / "tokenizer.json")
     assert mismatches(tuned, expected("llama3_1000")["llama_cpp"]) == []
     assert tuned.get_chat_template() == ArceeTokenizer.from_pretrained(alone).get_chat_template()
+
+
+def test_an_open_gguf_file_gives_its_tokenizer_without_reading_the_file_again():
+    file = GGUFFile(ROOT / "shipped" / "shipped-Q4_K_M.gguf")
+    tokenizer = ArceeTokenizer.from_pretrained(file)
+    assert tokenizer.source.startswith("the GGUF file's own tokenizer")
+    assert mismatches(tokenizer, expected("shipped")["llama_cpp"]) == []

@@ -95,22 +95,25 @@ class ArceeTokenizer:
     def from_pretrained(cls, path: str | os.PathLike) -> "ArceeTokenizer":
         """Read tokenizer.json, tokenizer_config.json (optional) and chat_template.jinja (optional) from a folder.
 
-        ``path`` may also be a llama.cpp GGUF file: the tokenizer.json beside it wins when there is one, else the
-        tokenizer stored in the file is rebuilt (``arcee_np.io.gguf_tokenizer``; a TokenizerError names a
-        tokenizer model or pre-tokenizer type it cannot rebuild)."""
-        from .gguf import is_gguf
+        ``path`` may also be a llama.cpp GGUF file (or an open ``arcee_np.io.gguf.GGUFFile``): the tokenizer.json
+        beside it wins when there is one, else the tokenizer stored in the file is rebuilt
+        (``arcee_np.io.gguf_tokenizer``; a TokenizerError names a tokenizer model or pre-tokenizer type it
+        cannot rebuild)."""
+        from .gguf import GGUFFile, is_gguf
 
-        if is_gguf(path):
-            beside = os.path.dirname(os.path.abspath(path))
+        file = path if isinstance(path, GGUFFile) else None
+        if file is not None or is_gguf(path):
+            gguf_path = file.path if file is not None else os.fspath(path)
+            beside = os.path.dirname(os.path.abspath(gguf_path))
             if os.path.isfile(os.path.join(beside, TOKENIZER_FILE)):
                 tokenizer = cls.from_pretrained(beside)
                 tokenizer.source = f"{os.path.join(beside, TOKENIZER_FILE)} (beside the GGUF file)"
                 return tokenizer
             from .gguf_tokenizer import read_gguf_tokenizer
 
-            stored = read_gguf_tokenizer(path)
+            stored = read_gguf_tokenizer(gguf_path, None if file is None else file.fields)
             return cls(stored.tokenizer, stored.config, stored.chat_template, config_source=stored.source,
-                       template_source=f"{os.fspath(path)} (tokenizer.chat_template)",
+                       template_source=f"{gguf_path} (tokenizer.chat_template)",
                        source=f"the GGUF file's own tokenizer: {stored.source}")
         folder = check_folder(path, "tokenizer folder")
         tokenizer = read_tokenizer_json(os.path.join(folder, TOKENIZER_FILE))
