@@ -242,6 +242,17 @@ def test_a_file_without_pre_tokenizer_is_read_as_llama_cpp_default(tmp_path):
     assert read_gguf_tokenizer(path).pre == "default"
 
 
+def test_without_add_bos_token_bos_is_added_as_llama_cpp_does_for_the_type(tmp_path):
+    """No tokenizer.ggml.add_bos_token: llama.cpp adds bos for llama-bpe and not for gpt-2 or default."""
+    llama3 = _rewrite(ROOT / "llama3_1000" / "llama3_1000-F32.gguf", tmp_path / "llama3.gguf",
+                      {"tokenizer.ggml.add_bos_token": None})
+    assert ArceeTokenizer.from_pretrained(llama3).encode("x")[0] == 0  # <|begin_of_text|>
+    default = _rewrite(ROOT / "default_4000" / "default_4000-F16.gguf", tmp_path / "default.gguf",
+                       {"tokenizer.ggml.add_bos_token": None, "tokenizer.ggml.add_eos_token": None})
+    tokenizer = ArceeTokenizer.from_pretrained(default)
+    assert tokenizer.encode("x") == tokenizer.encode("x", add_special_tokens=False)
+
+
 def test_a_file_without_a_tokenizer_is_refused(tmp_path):
     path = _rewrite(GPT2_FILE, tmp_path / "model.gguf", {"tokenizer.ggml.model": None})
     with pytest.raises(TokenizerError, match="stores no tokenizer.*tokenizer.json"):
