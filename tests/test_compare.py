@@ -1,5 +1,5 @@
 """compare.py: per-tensor errors, the tolerance table, the first divergence and its explanation, and the
-``arcee-np trace`` / ``arcee-np compare`` commands (run through arcee_np.oracle.cli.main, without torch)."""
+``arcee-np trace`` / ``arcee-np compare`` commands (run through arcee_np.cli.main, without torch)."""
 
 import json
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from arcee_np.oracle.compare import _STAGES, TOLERANCES, Tolerance, compare_arrays, compare_traces, tolerance_for
-from arcee_np.oracle.cli import main, parse_ids
+from arcee_np.cli import main
+from arcee_np.cli.checks import parse_token_ids as parse_ids
 from arcee_np.trace import LAYER_LEVEL, LAYER_STAGES, Trace
 from arcee_np.oracle.tracefile import load_trace, save_trace, trace_model
 from conftest import random_model
