@@ -56,14 +56,11 @@ def _load(target: str):
     return getattr(value, name) if name else value
 
 
-def _warn(old: str, new: str) -> None:
-    """A DeprecationWarning pointing at the user's line (the import machinery's frames skipped)."""
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
-                                 or frame.f_code.co_filename == __file__):
-        level, frame = level + 1, frame.f_back
+def _warn(old: str, new: str, stacklevel: int) -> None:
+    """The DeprecationWarning, pointing ``stacklevel`` frames up from the caller of _warn (warnings skips the
+    import machinery's frames), at the user's line."""
     warnings.warn(f"{old} moved to {new}: import it from there ({old} goes in arcee_np {REMOVED_IN}).",
-                  DeprecationWarning, stacklevel=level + 1)
+                  DeprecationWarning, stacklevel=stacklevel + 2)
 
 
 def moved_name(module: str, name: str):
@@ -71,7 +68,7 @@ def moved_name(module: str, name: str):
     target = MOVED_NAMES.get(module, {}).get(name)
     if target is None:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
-    _warn(f"{module}.{name}", target.replace(":", "."))
+    _warn(f"{module}.{name}", target.replace(":", "."), 2)  # moved_name <- the module's __getattr__ <- the user
     return _load(target)
 
 
@@ -90,12 +87,12 @@ class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             new = importlib.import_module(target)
             module.__dict__.update({k: v for k, v in vars(new).items() if not k.startswith("__")})
             module.__all__ = list(getattr(new, "__all__", [k for k in vars(new) if not k.startswith("_")]))
-            _warn(module.__name__, target)
+            _warn(module.__name__, target, 1)  # exec_module <- (the import machinery) <- the import line
         else:
             module.__dict__.update({name: _load(where) for name, where in target.items()})
             module.__all__ = list(target)
             homes = sorted({where.partition(":")[0] for where in target.values()})
-            _warn(module.__name__, ", ".join(homes))
+            _warn(module.__name__, ", ".join(homes), 1)
         module.__doc__ = f"Deprecated: moved to {target if isinstance(target, str) else 'arcee_np.cli'}."
 
 
