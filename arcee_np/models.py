@@ -7,7 +7,6 @@ pure function of the weights and the inputs, except the KV cache the caller pass
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
@@ -20,7 +19,7 @@ from .cache import KVCache
 from .io.weights import host_dtype, place_weights, widen_whole
 from .io.checkpoint import backbone_shapes, parameter_count, read_checkpoint, split_checkpoint, write_checkpoint
 from .io.gguf import is_gguf, read_gguf
-from .config import ArceeConfig
+from .config import CONFIG_NAME, ArceeConfig
 from .errors import CheckpointError, ConfigError, InputError
 from .generation import generate_tokens, resolve_settings
 from .model import ATTENTION_IMPLEMENTATIONS, backbone
@@ -176,9 +175,14 @@ class ArceePreTrainedModel:
     def save_pretrained(self, path: str | os.PathLike, max_shard_size: int | None = None) -> None:
         """Write config.json and safetensors (sharded above ``max_shard_size`` bytes) that transformers'
         ``from_pretrained`` loads to the same outputs; the tensors are in the model's dtype (as transformers
-        saves them), bfloat16 included."""
-        self.config.save_pretrained(path)
-        write_checkpoint(path, self.state_dict(), max_shard_size=max_shard_size)
+        saves them), bfloat16 included. Each file is written under a temporary name and moved into place
+        when complete, the weights first and config.json last (io.checkpoint.write_checkpoint): a save
+        interrupted at any moment leaves the old checkpoint or the new one."""
+        write_checkpoint(path, self.state_dict(), max_shard_size=max_shard_size, json_files=self._json_files())
+
+    def _json_files(self) -> dict:
+        """The checkpoint's JSON files, in the order they are moved into place (config.json last)."""
+        return {CONFIG_NAME: self.config.to_dict()}
 
     def num_parameters(self) -> int:
         """How many weights the model holds (a tied embedding counts once)."""
@@ -344,13 +348,10 @@ class ArceeForCausalLM(ArceePreTrainedModel):
             model.generation_config = generation_config
         return model
 
-    def save_pretrained(self, path, max_shard_size=None):
-        """As ArceePreTrainedModel.save_pretrained, plus generation_config.json when the model has one."""
-        super().save_pretrained(path, max_shard_size=max_shard_size)
-        if self.generation_config:
-            with open(os.path.join(path, GENERATION_CONFIG_NAME), "w", encoding="utf-8") as fh:
-                json.dump(self.generation_config, fh, indent=2, sort_keys=True)
-                fh.write("\n")
+    def _json_files(self) -> dict:
+        """generation_config.json (when the model has one), then config.json."""
+        generation = {GENERATION_CONFIG_NAME: self.generation_config} if self.generation_config else {}
+        return {**generation, **super()._json_files()}
 
     def _generation_step(self, input_ids, attention_mask, position_ids, cache):
         """generate's step: the logits [B, V] of the last position, appending to ``cache``. Its arguments

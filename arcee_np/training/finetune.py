@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FileAccessError, InputError, MissingFileError
+from ..io.atomic import FolderWrite
 from ..io.checkpoint import tokenizer_folder
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -140,11 +140,12 @@ def save_finetuned(model, model_path, out: Path, record: dict) -> None:
                                                      ("pad_token_id", c.pad_token_id)) if v is not None}
     model.save_pretrained(out)
     folder = tokenizer_folder(model_path)
-    for name in TOKENIZER_FILES:
-        source = os.path.join(folder, name)
-        if os.path.isfile(source):
-            shutil.copyfile(source, out / name)
-    (out / "finetune.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with FolderWrite(out) as files:  # each replaced whole (io.atomic), as the checkpoint's files are
+        for name in TOKENIZER_FILES:
+            source = os.path.join(folder, name)
+            if os.path.isfile(source):
+                files.copy(name, source)
+        files.write_text("finetune.json", json.dumps(record, indent=2) + "\n")
 
 
 def __getattr__(name: str):
