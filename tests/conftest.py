@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from arcee_np import ArceeConfig, ArceeForCausalLM
+
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]  # fixtures: tmp dirs
 settings.register_profile("plain", max_examples=25, deadline=None, suppress_health_check=_QUIET)
 settings.register_profile("ci", max_examples=400, deadline=None, suppress_health_check=_QUIET)
 settings.load_profile(os.environ.get("ARCEE_NP_FUZZ_PROFILE", "plain"))
-
-from arcee_np import ArceeConfig, ArceeForCausalLM
 
 
 def small_config(**overrides) -> ArceeConfig:

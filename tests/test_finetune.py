@@ -139,7 +139,8 @@ def test_finetune_reads_the_tokenizer_beside_a_gguf_file(tiny, data, tmp_path, c
                        "--batch-size", 2, "--seq-len", 16)
     assert code == 0, err
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(out))
-    assert ArceeForCausalLM.from_pretrained(out).num_parameters() == ArceeForCausalLM.from_pretrained(gguf).num_parameters()
+    tuned, base = ArceeForCausalLM.from_pretrained(out), ArceeForCausalLM.from_pretrained(gguf)
+    assert tuned.num_parameters() == base.num_parameters()
 
 
 def test_finetune_refuses_a_dtype_it_does_not_train_in(tiny, data, tmp_path, capsys):

@@ -69,7 +69,8 @@ def test_gradients_equal_transformers(name, dtype):
     for value in grads.values():
         assert str(to_numpy(value).dtype) == dtype
     key, error, margin = worst_excess(ours, expected, spec["atol"], spec["rtol"])
-    assert margin <= 0, f"{name} {dtype}: {key} max abs error {error:.3g} exceeds {spec['atol']:g} + {spec['rtol']:g}|ref|"
+    assert margin <= 0, (f"{name} {dtype}: {key} max abs error {error:.3g} exceeds {spec['atol']:g} + "
+                         f"{spec['rtol']:g}|ref|")
 
 
 @pytest.mark.parametrize("name", ["left_padding", "tied_embeddings", "heads_question_answering", "float64_yarn"])

@@ -408,7 +408,7 @@ def _rope_scaling(file: GGUFFile, reading: str, get, notes: list) -> dict | None
         if reading == "file" and key in _CONVERTER_YARN_KEYS:
             scaling[_CONVERTER_YARN_KEYS[key]] = value
             notes.append(MetadataNote(full, value, "read", f"transformers' {_CONVERTER_YARN_KEYS[key]} (the "
-                                                           f"converter's meaning; llama.cpp's Arcee loader ignores it)"))
+                                      f"converter's meaning; llama.cpp's Arcee loader ignores it)"))
         elif key in _CONVERTER_YARN_KEYS:
             notes.append(MetadataNote(full, value, "ignored", f"transformers' {_CONVERTER_YARN_KEYS[key]}: llama.cpp's "
                                                               f"Arcee loader does not read it"))

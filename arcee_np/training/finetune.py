@@ -91,7 +91,8 @@ class ProgressBar:
         per_step = elapsed / max(step, 1)
         filled = int(self.width * step / self.total)
         line = (f"finetune {100 * step // self.total:3d}% |{'#' * filled}{'.' * (self.width - filled)}| "
-                f"{step}/{self.total}  loss {loss:.4f}  {per_step:.2f} s/step  eta {per_step * (self.total - step):.0f} s")
+                f"{step}/{self.total}  loss {loss:.4f}  {per_step:.2f} s/step  "
+                f"eta {per_step * (self.total - step):.0f} s")
         if self.live:
             self.stream.write("\r" + line + ("\n" if step == self.total else ""))
         elif step % self.every == 0 or step == self.total:
