@@ -374,7 +374,7 @@ class ArceeForCausalLM(ArceePreTrainedModel):
         max_new_tokens (max_length counts the prompt too; with neither, 20 new tokens), min_new_tokens 0,
         do_sample False, temperature 1.0, top_k 50 (0 = off), top_p 1.0, repetition_penalty 1.0, eos/pad ids
         from the model config (pad None -> the first eos). ``seed`` makes sampling reproducible. ``streamer``:
-        ``put(token_ids)`` / ``end()`` as transformers' streamers (e.g. arcee_np.tokenizer.TextStreamer).
+        ``put(token_ids)`` / ``end()`` as transformers' streamers (e.g. arcee_np.io.tokenizer.TextStreamer).
         Uses a KV cache preallocated to the final length and computes only the last position's logits.
         Every argument is checked once, before the first step; the sequence may not pass
         ``max_position_embeddings``; NaN/Inf logits raise NonFiniteError naming where they first appeared.
