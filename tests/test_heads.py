@@ -18,7 +18,9 @@ from arcee_np.blocks import (bce_with_logits, last_non_pad_index, mse_loss, pool
                              sequence_classification_loss, token_classification_loss)
 from arcee_np.io.checkpoint import read_checkpoint
 
-from conftest import small_config
+from arcee_np.oracle.testing import assert_close
+
+from conftest import golden_tolerance, small_config
 
 GOLDEN = Path(__file__).resolve().parent / "golden_heads"
 META = json.loads((GOLDEN / "meta.json").read_text())
@@ -43,8 +45,7 @@ def test_head_matches_transformers(case):
     for key, want in expected.items():
         got = np.asarray(to_numpy(out[key]), dtype=np.float64)
         assert got.shape == want.shape, (key, got.shape, want.shape)
-        err = float(np.max(np.abs(got - want)))
-        assert err <= meta["tolerance"], f"{case}: {key} max abs error {err:.3g} > {meta['tolerance']}"
+        assert_close(got, want.astype(np.float64), f"{case}: {key}", tolerance=golden_tolerance(meta["tolerance"]))
     if "problem_type" in meta:
         assert model.config.problem_type == meta["problem_type"]  # inferred and set on the config
 

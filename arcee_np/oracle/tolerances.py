@@ -47,6 +47,20 @@ TOLERANCES = {
     # with the rtol term carrying the float32 rounding that the large ones accumulate (measured: docs/numerics.md).
     "gradients_float32": Tolerance(1e-5, 1e-4, "gradients, float32 vs transformers float32 autograd"),
     "gradients_float64": Tolerance(1e-10, 1e-10, "gradients, float64 vs transformers float64 (casts lifted) autograd"),
+    # The golden fixtures (tests/golden*/, from scripts/make_golden*.py): tiny models on short inputs, compared as
+    # max abs error, hold tighter numbers than the contract; each fixture's tolerance is one of these rows.
+    "golden_float32": Tolerance(1e-4, 0.0, "golden fixtures: float32 vs transformers float32 eager"),
+    "golden_float64_plain": Tolerance(1e-6, 0.0, "golden fixtures: float64 vs plain transformers float64"),
+    "golden_float64": Tolerance(1e-9, 0.0, "golden fixtures: float64 vs transformers float64, casts lifted"),
+    "golden_float16": Tolerance(1e-2, 0.0, "golden fixtures: float16 vs transformers float16"),
+    "golden_bfloat16": Tolerance(1e-3, 2.0 ** -7, "golden fixtures: bfloat16 vs transformers bfloat16 (1 ulp of "
+                                 "bfloat16 relative)"),
+    "golden_gradients_float64": Tolerance(1e-10, 0.0, "golden fixtures: gradients, float64 vs transformers float64 "
+                                          "(casts lifted) autograd"),
+    "golden_layer_float32": Tolerance(1e-5, 0.0, "golden fixtures: one decoder layer, float32 vs transformers"),
+    # The same forward on array_api_strict and on NumPy: the same operations in the same order.
+    "array_api_strict_float32": Tolerance(1e-6, 0.0, "array_api_strict vs NumPy, float32"),
+    "array_api_strict_float64": Tolerance(1e-12, 0.0, "array_api_strict vs NumPy, float64"),
 }
 
 
