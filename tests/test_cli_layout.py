@@ -38,13 +38,12 @@ def test_model_dtype_and_device_flags_are_one_declaration():
     for name, parser in commands.items():
         flags = {action.dest: action for action in parser._actions}
         if "dtype" in flags:
-            assert tuple(flags["dtype"].choices) == DTYPES, name
+            assert tuple(flags["dtype"].choices) == tuple(DTYPES), name
         if "device" in flags:
-            assert tuple(flags["device"].choices) == DEVICES, name
+            assert tuple(flags["device"].choices) == tuple(DEVICES), name
         if "model" in flags and flags["model"].option_strings:  # gguf-check's MODEL.gguf is positional
             assert flags["model"].metavar == "PATH", name
 
 
 def test_the_bytes_per_dtype_come_from_the_one_dtype_vocabulary():
-    assert list(DTYPE_BYTES) == list(DTYPES)
-    assert DTYPE_BYTES == {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+    assert DTYPE_BYTES == dict(DTYPES) == {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}

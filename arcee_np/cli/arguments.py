@@ -34,12 +34,12 @@ def add_model_argument(p, help: str = MODEL_HELP) -> None:
 
 def add_dtype_argument(p, default: str | None = "float32", help: str = "compute dtype (default: %(default)s)"):
     """``--dtype``: one of backend.DTYPES (a command that supports fewer checks it with require_dtype)."""
-    p.add_argument("--dtype", choices=DTYPES, default=default, help=help)
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=default, help=help)
 
 
 def add_device_argument(p) -> None:
     """``--device``: one of backend.DEVICES."""
-    p.add_argument("--device", choices=DEVICES, default="cpu",
+    p.add_argument("--device", choices=tuple(DEVICES), default="cpu",
                    help="cpu (NumPy), cuda (CuPy) or array_api_strict (default: %(default)s)")
 
 

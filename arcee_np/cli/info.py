@@ -7,13 +7,10 @@ import json
 import math
 import os
 
-import numpy as np
-
-from ..backend import DTYPES, namespace_for_device, resolve_dtype
+from ..backend import DTYPES
 from .arguments import EXIT_OK, add_model_argument, model_path, model_tokenizer
 
-# bytes per value of each dtype arcee_np computes in (backend.DTYPES, as NumPy holds them)
-DTYPE_BYTES = {name: np.dtype(resolve_dtype(namespace_for_device("cpu"), name)).itemsize for name in DTYPES}
+DTYPE_BYTES = dict(DTYPES)  # bytes per value of each dtype arcee_np computes in (backend.DTYPES)
 FORWARD_TOKENS = 2048  # the prompt length `arcee-np info` states a forward's working memory for
 
 
@@ -34,7 +31,7 @@ def describe(path: str) -> dict:
     from ..io.checkpoint import backbone_shapes, checkpoint_files, read_checkpoint, tokenizer_folder
     from ..io.gguf import is_gguf, read_gguf
     from ..io.weights import weight_memory
-    from ..model import working_bytes
+    from ..validation.memory import working_bytes
     from ..models import ArceeForCausalLM, read_generation_config
     from ..validation.checkpoint import check_layer_count
 

@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from ..blocks.rope import yarn_attention_factor
+from ..blocks.stored import is_stored
 from ..config import ArceeConfig
 from ..io.checkpoint import read_checkpoint
 from ..io.gguf import GGUFFile, read_gguf, read_metadata
@@ -272,7 +273,7 @@ def _check_weights(report, file, ref_config, ref_tensors) -> None:
 
 
 def _widened(weight, start, stop) -> np.ndarray:
-    if hasattr(weight, "widened_rows"):
+    if is_stored(weight):
         return np.asarray(weight.widened_rows(start, stop), dtype=np.float32)
     return np.asarray(weight[start:stop], dtype=np.float32)
 
