@@ -127,11 +127,9 @@ class ArceeTokenizer:
         loaded.folder = folder
         return loaded
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write tokenizer.json and tokenizer_config.json (the special tokens, add_bos_token / add_eos_token,
-        the chat template) into ``folder``, as transformers reads them: a GGUF file's tokenizer becomes a
-        checkpoint's."""
-        os.makedirs(folder, exist_ok=True)
+    def saved_files(self) -> dict[str, str]:
+        """``{"tokenizer.json": text, "tokenizer_config.json": text}``: the tokenizer, its special tokens,
+        add_bos_token / add_eos_token and chat template, as transformers reads them."""
         config = {"tokenizer_class": "PreTrainedTokenizerFast", **self.special_tokens_map,
                   "add_bos_token": self.add_bos_token, "add_eos_token": self.add_eos_token,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
@@ -139,10 +137,15 @@ class ArceeTokenizer:
             config["chat_template"] = self.chat_template
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
-        self._tokenizer.save(os.path.join(folder, TOKENIZER_FILE))
-        with open(os.path.join(folder, TOKENIZER_CONFIG_FILE), "w", encoding="utf-8") as fh:
-            json.dump(config, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+        return {TOKENIZER_FILE: self._tokenizer.to_str(pretty=True),
+                TOKENIZER_CONFIG_FILE: json.dumps(config, indent=2, ensure_ascii=False) + "\n"}
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write ``saved_files`` into ``folder`` (each file replaced whole): a GGUF file's tokenizer becomes a
+        checkpoint's."""
+        from .atomic import write_text_files
+
+        write_text_files(folder, self.saved_files())
 
     # ------------------------------------------------------------------ special tokens
     @property
