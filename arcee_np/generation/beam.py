@@ -45,11 +45,13 @@ def gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def sample_without_replacement(log_probs: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` distinct indices per row drawn from ``softmax(log_probs)`` [B, N] (torch.multinomial without
-    replacement); sorted by ``log_probs``, largest first."""
+    """``count`` distinct indices per row drawn from ``softmax(log_probs)`` [B, N] without replacement, by
+    torch.multinomial's method (the ``count`` largest ``p / E`` with ``E ~ Exp(1)``: entries of probability 0
+    come last, so a row with fewer possible entries than ``count`` still gives ``count``); sorted by
+    ``log_probs``, largest first."""
     x = log_probs.astype(np.float64)
     probs = np.exp(x - x.max(axis=-1, keepdims=True))
-    chosen = np.stack([rng.choice(x.shape[1], size=count, replace=False, p=row / row.sum()) for row in probs])
+    chosen = top_indices(probs / rng.exponential(size=probs.shape), count)
     order = np.argsort(-gather(log_probs, chosen), axis=-1, kind="stable")
     return gather(chosen, order)
 

@@ -38,7 +38,12 @@ def entropy(scores):
     xp = array_namespace(scores)
     logp = log_softmax(scores)
     p = xp.exp(logp)
-    return -xp.sum(xp.where(p > 0, p * logp, xp.zeros_like(p)), axis=-1)
+    return -xp.sum(p * _finite_where_likely(xp, p, logp), axis=-1)
+
+
+def _finite_where_likely(xp, p, logp):
+    """``logp`` where ``p > 0``, else 0: the terms ``p log p`` of tokens with ``p = 0`` count 0 (not NaN)."""
+    return xp.where(p > 0, logp, xp.zeros_like(logp))
 
 
 def descending_order(values):
@@ -112,7 +117,7 @@ def typical_filter(scores, mass: float, min_tokens_to_keep: int = 1, filter_valu
     xp = array_namespace(scores)
     logp = log_softmax(scores)
     p = xp.exp(logp)
-    ent = -xp.sum(xp.where(xp.isnan(logp * p), xp.zeros_like(p), logp * p), axis=-1, keepdims=True)  # nansum
+    ent = -xp.sum(p * _finite_where_likely(xp, p, logp), axis=-1, keepdims=True)  # torch's nansum of p log p
     shifted = xp.abs(-logp - ent)  # [B, V]
     order = xp.argsort(shifted, axis=-1, stable=True)  # ascending
     sorted_shifted = xp.take_along_axis(shifted, order, axis=-1)
@@ -160,7 +165,10 @@ def top_h_filter(scores, top_h: float, top_n: int = 100, filter_value: float = N
     top_logits = xp.take_along_axis(scores, best, axis=-1)
     probs = softmax(top_logits)
     tau = entropy(top_logits)[:, None] * top_h
-    selected = xp.cumulative_sum(-probs * xp.log(probs), axis=-1) <= tau  # NaN (p = 0) compares False
+    # -p log p is NaN in torch where p = 0, and so is every later running sum: those tokens are not selected
+    terms = xp.where(probs > 0, -probs * xp.log(xp.where(probs > 0, probs, xp.ones_like(probs))),
+                     xp.full_like(probs, math.nan))
+    selected = xp.cumulative_sum(terms, axis=-1) <= tau
     selected = selected | (xp.arange(n) == 0)[None, :]
     vocab = xp.arange(scores.shape[-1], dtype=best.dtype)
     keep = xp.any((best[:, :, None] == vocab[None, None, :]) & selected[:, :, None], axis=1)  # [B, V]
