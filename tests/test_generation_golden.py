@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 import arcee_np.generation as generation
 from arcee_np import ArceeForCausalLM, default_model_path
@@ -115,3 +115,196 @@ def test_beam_sampling_structure_and_seed(models):
     assert ((rows == -1) | ((rows >= 0) & (rows < 6))).all()
     draws = {tuple(model.generate(ids, seed=s, **kwargs).sequences[0]) for s in range(6)}
     assert len(draws) > 1
+
+
+# ---------------------------------------------------------------------------------------------- config keys
+META = json.loads((GOLDEN / "meta.json").read_text())
+
+
+def test_every_generation_config_key_is_handled():
+    """Each key of transformers' GenerationConfig works (KNOBS), is refused by name (REFUSED) or is accepted
+    quietly as metadata / without effect (NO_EFFECT): none is left unhandled."""
+    from arcee_np.validation.generation import KNOBS, NO_EFFECT, REFUSED
+
+    keys = set(META["generation_config_keys"])
+    unhandled = keys - set(KNOBS) - set(REFUSED) - set(NO_EFFECT)
+    assert not unhandled
+    assert not (set(KNOBS) & set(REFUSED)) and not (set(REFUSED) & set(NO_EFFECT))
+
+
+def test_a_config_with_every_default_key_generates_quietly(models, recwarn):
+    """A generation_config.json as transformers writes it with every key at its default value."""
+    model = models["tiny"]
+    config = {key: None for key in META["generation_config_keys"]}
+    config.update(transformers_version="5.24.0", _from_model_config=True, max_new_tokens=3, num_beams=1,
+                  num_beam_groups=1, diversity_penalty=0.0, guidance_scale=1.0, encoder_repetition_penalty=1.0,
+                  encoder_no_repeat_ngram_size=0, low_memory=False, output_attentions=False, penalty_alpha=None)
+    saved = model.generation_config
+    try:
+        model.generation_config = config
+        assert model.generate(np.array([[1, 5, 9]])).shape == (1, 6)
+    finally:
+        model.generation_config = saved
+    assert not [w for w in recwarn if "generation setting" in str(w.message)]
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("penalty_alpha", 0.6, "contrastive search is not implemented"),
+    ("dola_layers", "high", "DoLa decoding is not implemented"),
+    ("watermarking_config", {"greenlist_ratio": 0.25}, "watermarking is not implemented"),
+    ("num_beam_groups", 2, "group"),
+    ("guidance_scale", 1.5, "classifier-free guidance"),
+    ("encoder_no_repeat_ngram_size", 2, "decoder-only"),
+    ("encoder_repetition_penalty", 1.2, "decoder-only"),
+    ("output_attentions", True, "output_attentions=True"),
+    ("constraints", [1], "constrained beam search"),
+])
+def test_unimplemented_keys_are_refused_by_name(models, key, value, match):
+    model = models["tiny"]
+    with pytest.raises(ValueError, match=f"{key}=.*{match}"):
+        model.generate(np.array([[1, 5, 9]]), max_new_tokens=2, **{key: value})
+    saved = model.generation_config
+    try:
+        model.generation_config = {key: value}
+        with pytest.raises(ValueError, match=f"model.generation_config .*{key}="):
+            model.generate(np.array([[1, 5, 9]]), max_new_tokens=2)
+    finally:
+        model.generation_config = saved
+
+
+def test_unknown_key_warns_and_unknown_argument_is_refused(models, tmp_path):
+    model = models["tiny"]
+    with pytest.warns(UserWarning, match="unknown generation setting 'min_pp'"):
+        model.generation_config = {"min_pp": 0.1}
+    model.generation_config = {}
+    with pytest.raises(ValueError, match=r"unknown arguments \['min_pp'\]"):
+        model.generate(np.array([[1, 5, 9]]), max_new_tokens=2, min_pp=0.1)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(min_p=1.5), r"min_p must be a finite number in \[0, 1\]"),
+    (dict(typical_p=0.0), r"typical_p must be a finite number in \(0, 1\]"),
+    (dict(num_beams=0), "num_beams must be an integer >= 1"),
+    (dict(early_stopping="sometimes"), "early_stopping must be True, False or 'never'"),
+    (dict(bad_words_ids=[5]), "bad_words_ids must be a non-empty list of non-empty lists"),
+    (dict(bad_words_ids=[[99]]), r"bad_words_ids \[99\] lies outside the vocabulary"),
+    (dict(sequence_bias=[[[5], "x"]]), "sequence_bias must be a finite number"),
+    (dict(stop_strings=["ok"]), "stop_strings needs the model's tokenizer"),
+    (dict(num_return_sequences=2), "needs sampling"),
+    (dict(num_beams=2, num_return_sequences=3), r"num_return_sequences \(3\) has to be at most num_beams"),
+    (dict(num_beams=2, streamer=type("S", (), {"put": lambda s, x: None, "end": lambda s: None})()),
+     "streamer cannot be used with beam search"),
+    (dict(exponential_decay_length_penalty=[2]), "must be a pair"),
+])
+def test_bad_new_knobs_are_refused(models, kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        models["tiny"].generate(np.array([[1, 5, 9]]), max_new_tokens=3, **kwargs)
+
+
+def test_pad_equal_to_eos_without_mask_warns(models):
+    """transformers' warning: a batch without attention_mask whose pad id is an eos id attends its pads."""
+    ids = np.array([[2, 2, 1, 5, 9], [1, 30, 31, 32, 33]])
+    with pytest.warns(UserWarning, match="cannot be inferred from input because pad token is same as eos token"):
+        models["tiny"].generate(ids, max_new_tokens=2, pad_token_id=2)
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+def test_cache_reorder_and_crop():
+    from arcee_np.cache import KVCache
+
+    cache = KVCache(1)
+    keys = np.arange(3 * 2 * 4 * 2, dtype=np.float32).reshape(3, 2, 4, 2)
+    cache.update(keys, -keys, 0)
+    cache.reorder(np.array([2, 2, 0]))
+    np.testing.assert_array_equal(cache[0][0], keys[[2, 2, 0]])
+    np.testing.assert_array_equal(cache[0][1], -keys[[2, 2, 0]])
+    cache.crop(-3)
+    assert cache.get_seq_length() == 1
+    cache.crop(5)
+    assert cache.get_seq_length() == 1
+
+
+# ---------------------------------------------------------------------------------------------- speculative
+@pytest.fixture(scope="module")
+def drafts(tmp_path_factory):
+    """A 1-layer draft with random weights, one made of the target's first layer (sliced: the checkpoint with
+    layer 1 removed), and a copy of the target itself."""
+    folder = tmp_path_factory.mktemp("sliced")
+    config = json.loads((GOLDEN / "model" / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, num_hidden_layers=1)))
+    weights = load_file(str(GOLDEN / "model" / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if ".layers.1." not in k}, str(folder / "model.safetensors"))
+    sliced = ArceeForCausalLM.from_pretrained(folder)
+    random_draft = ArceeForCausalLM.from_config(sliced.config, seed=3)
+    return {"random": random_draft, "sliced": sliced, "same": ArceeForCausalLM.from_pretrained(GOLDEN / "model")}
+
+
+PROMPT_SET = [np.random.default_rng(seed).integers(3, 48, size=(1, 3 + seed % 5)) for seed in range(12)]
+
+
+@pytest.mark.parametrize("draft_name", ["random", "sliced", "same"])
+def test_speculative_greedy_equals_plain_greedy_on_every_prompt(models, drafts, draft_name):
+    target, accepted = models["tiny"], 0
+    for prompt in PROMPT_SET:
+        plain = target.generate(prompt, max_new_tokens=16, do_sample=False)
+        out = target.generate(prompt, max_new_tokens=16, do_sample=False, assistant_model=drafts[draft_name],
+                              return_dict_in_generate=True, output_scores=True)
+        np.testing.assert_array_equal(out.sequences, plain)
+        assert len(out.scores) == plain.shape[1] - prompt.shape[1]
+        accepted += out.num_accepted_tokens
+    if draft_name == "same":
+        assert accepted > 0
+
+
+def test_speculative_scores_equal_plain_scores(models, drafts):
+    target, prompt = models["tiny"], PROMPT_SET[3]
+    plain = target.generate(prompt, max_new_tokens=10, do_sample=False, return_dict_in_generate=True,
+                            output_scores=True, repetition_penalty=1.2)
+    out = target.generate(prompt, max_new_tokens=10, do_sample=False, return_dict_in_generate=True, output_scores=True,
+                          repetition_penalty=1.2, assistant_model=drafts["same"], num_assistant_tokens=4)
+    for got, want in zip(out.scores, plain.scores):
+        assert_same_scores(got, want, "assisted scores", 1e-5)
+
+
+def test_prompt_lookup_greedy_equals_plain_greedy(models):
+    target, accepted = models["tiny"], 0
+    for prompt in PROMPT_SET:
+        repeated = np.concatenate([prompt, prompt, prompt[:, :2]], axis=1)
+        plain = target.generate(repeated, max_new_tokens=12, do_sample=False)
+        out = target.generate(repeated, max_new_tokens=12, do_sample=False, prompt_lookup_num_tokens=4,
+                              return_dict_in_generate=True)
+        np.testing.assert_array_equal(out.sequences, plain)
+        accepted += out.num_accepted_tokens
+    assert accepted > 0
+
+
+def test_speculative_sampling_is_seeded_and_heuristic_schedule_persists(models, drafts):
+    target, draft = models["tiny"], drafts["same"]
+    kwargs = dict(max_new_tokens=12, do_sample=True, temperature=1.2, top_k=0, assistant_model=draft,
+                  return_dict_in_generate=True)
+    a = target.generate(PROMPT_SET[0], seed=5, **kwargs)
+    b = target.generate(PROMPT_SET[0], seed=5, **kwargs)
+    np.testing.assert_array_equal(a.sequences, b.sequences)
+    assert a.num_accepted_tokens > 0  # a draft equal to the target: every candidate's ratio p / q is 1
+    draft.generation_config = {"num_assistant_tokens_schedule": "heuristic", "num_assistant_tokens": 3}
+    target.generate(PROMPT_SET[0], max_new_tokens=12, do_sample=False, assistant_model=draft)
+    assert draft.generation_config["num_assistant_tokens"] != 3
+    draft.generation_config = {}
+
+
+def test_speculative_sampling_keeps_the_target_distribution():
+    """Algorithm 1 on fixed distributions: the first token is distributed as p whatever q is."""
+    rng = np.random.default_rng(0)
+    p_scores = np.log(np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]], dtype=np.float32))
+    q_scores = np.log(np.array([[0.1, 0.1, 0.8]], dtype=np.float32))
+    draws = []
+    for _ in range(6000):
+        candidate = np.array([rng.choice(3, p=[0.1, 0.1, 0.8])])
+        tokens, _ = generation.speculative_sampling(candidate, q_scores, p_scores, rng)
+        draws.append(tokens[0])
+    np.testing.assert_allclose(np.bincount(draws, minlength=3) / 6000, [0.5, 0.3, 0.2], atol=0.02)
+
+
+def test_assisted_decoding_refuses_batches(models, drafts):
+    with pytest.raises(ValueError, match="one prompt at a time"):
+        models["tiny"].generate(np.array([[1, 5], [1, 6]]), max_new_tokens=3, assistant_model=drafts["same"])
