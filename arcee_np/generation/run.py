@@ -32,15 +32,17 @@ def check_mode(settings: GenerationSettings, batch: int, streamer, token_texts, 
 
 
 def run_generation(settings: GenerationSettings, input_ids: np.ndarray, attention_mask, step, new_cache,
-                   vocab_size: int, streamer=None, token_texts=None, draft_step=None, new_draft_cache=None, draft_config=None):
+                   vocab_size: int, streamer=None, token_texts=None, draft_step=None, new_draft_cache=None,
+                   draft_config=None):
     """Run the loop of ``settings`` and return its output (GenerateDecoderOnlyOutput or
     GenerateBeamDecoderOnlyOutput).
 
     step: the target's ``(ids, mask, positions, cache, keep=None)``: the logits [B, V] of the last position, or
     [B, keep, V] of the last ``keep`` (assisted decoding). new_cache(rows): a fresh cache for that many rows,
-    or None (use_cache=False). vocab_size: the model's (prompt lookup scores dummy logits). token_texts: each token's text (stop strings). draft_step / new_draft_cache: the
-    draft model's step and cache factory (assisted decoding); draft_config: the draft's generation config
-    dict, where the "heuristic" schedule leaves its final num_assistant_tokens (as transformers does).
+    or None (use_cache=False). vocab_size: the model's (prompt lookup scores dummy logits). token_texts: each
+    token's text (stop strings). draft_step / new_draft_cache: the draft model's step and cache factory
+    (assisted decoding); draft_config: the draft's generation config dict, where the "heuristic" schedule
+    leaves its final num_assistant_tokens (as transformers does).
     """
     s = settings
     assisted = draft_step is not None or s.prompt_lookup_num_tokens is not None

@@ -128,6 +128,8 @@ def resolve_settings(prompt_length: int, vocab_size: int, max_position_embedding
     eos = _first(merged.get("eos_token_id"), tokens.get("eos_token_id"))
     pad = _first(merged.get("pad_token_id"), tokens.get("pad_token_id"))
     values = {k: v for k, v in merged.items() if k in _SETTING_NAMES}
+    if merged.get("min_new_tokens") is not None:  # transformers: min_new_tokens wins, as prompt + min_new_tokens
+        values["min_length"] = prompt_length + merged["min_new_tokens"]
     values.update(max_length=total, prompt_length=prompt_length,
                   eos_token_id=require_token_ids("eos_token_id", eos, InputError, vocab_size),
                   pad_token_id=None if pad is None else require_token_ids("pad_token_id", pad, InputError,
@@ -150,6 +152,13 @@ def _check_combination(s: GenerationSettings, vocab_size: int) -> None:
         ids = [] if value is None else [value] if isinstance(value, int) else \
             [t for group in value for t in (group if isinstance(group, (list, tuple)) else [group])]
         require_token_ids(name, ids, InputError, vocab_size)
+    for name in ("forced_bos_token_id", "forced_eos_token_id"):
+        forced = getattr(s, name)
+        forced = {forced} if isinstance(forced, int) else set(forced or ())
+        if forced and s.suppress_tokens is not None and forced <= set(s.suppress_tokens):
+            raise InputError(f"every token of {name} ({sorted(forced)}) is also in suppress_tokens: forcing a token "
+                             f"while suppressing it leaves every score -inf. Remove it from one of the two (to "
+                             f"prevent an early eos, use min_new_tokens).")
     if s.num_return_sequences > 1 and s.num_beams == 1 and not s.do_sample:
         raise InputError(f"num_return_sequences={s.num_return_sequences} needs sampling (do_sample=True) or beam "
                          f"search (num_beams > 1): greedy decoding returns one sequence per prompt.")
