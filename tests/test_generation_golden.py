@@ -84,7 +84,7 @@ def test_generate_matches_transformers(models, name):
         np.testing.assert_array_equal(out.sequences, data["sequences"])
     if "scores" in case["outputs"]:
         assert len(out.scores) == data["scores"].shape[0]
-        for step, (got, want) in enumerate(zip(out.scores, data["scores"])):
+        for step, (got, want) in enumerate(zip(out.scores, data["scores"], strict=True)):
             assert_same_scores(got, want, f"{name} step {step}", MODEL_TOLERANCE)
     if "sequences_scores" in case["outputs"]:
         np.testing.assert_allclose(out.sequences_scores, data["sequences_scores"], atol=MODEL_TOLERANCE)
@@ -262,7 +262,7 @@ def test_speculative_scores_equal_plain_scores(models, drafts):
                             output_scores=True, repetition_penalty=1.2)
     out = target.generate(prompt, max_new_tokens=10, do_sample=False, return_dict_in_generate=True, output_scores=True,
                           repetition_penalty=1.2, assistant_model=drafts["same"], num_assistant_tokens=4)
-    for got, want in zip(out.scores, plain.scores):
+    for got, want in zip(out.scores, plain.scores, strict=True):
         assert_same_scores(got, want, "assisted scores", 1e-5)
 
 
