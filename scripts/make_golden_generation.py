@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from transformers.generation import logits_process as hf_lp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
-from torch_reference import perturb_  # noqa: E402
+from torch_reference import perturb_, start_fixture_run  # noqa: E402
 
 from arcee_np.shipped import default_model_path  # noqa: E402
 
@@ -243,13 +242,7 @@ def generate_cases() -> None:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    start_fixture_run(OUT)
     processor_fixtures()
     generate_cases()
     meta = {"transformers": transformers.__version__, "torch": torch.__version__, "python": platform.python_version(),

@@ -255,21 +255,17 @@ class TypicalLogitsWarper(LogitsProcessor):
 class EpsilonLogitsWarper(LogitsProcessor):
     """transformers' EpsilonLogitsWarper (epsilon_cutoff)."""
 
+    knob, cutoff = "epsilon_cutoff", staticmethod(W.epsilon_filter)
+
     def __init__(self, epsilon: float, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1):
-        self.epsilon = require_real("epsilon_cutoff", epsilon, InputError, low=0, high=1, low_open=True,
-                                    high_open=True)
+        self.epsilon = require_real(self.knob, epsilon, InputError, low=0, high=1, low_open=True, high_open=True)
         self.min_tokens_to_keep, self.filter_value = _keep(min_tokens_to_keep), filter_value
 
     def __call__(self, input_ids, scores):
-        return W.epsilon_filter(scores, self.epsilon, self.min_tokens_to_keep, self.filter_value)
+        return self.cutoff(scores, self.epsilon, self.min_tokens_to_keep, self.filter_value)
 
 
-class EtaLogitsWarper(LogitsProcessor):
-    """transformers' EtaLogitsWarper (eta_cutoff)."""
+class EtaLogitsWarper(EpsilonLogitsWarper):
+    """transformers' EtaLogitsWarper (eta_cutoff): as EpsilonLogitsWarper with the entropy-scaled cutoff."""
 
-    def __init__(self, epsilon: float, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1):
-        self.epsilon = require_real("eta_cutoff", epsilon, InputError, low=0, high=1, low_open=True, high_open=True)
-        self.min_tokens_to_keep, self.filter_value = _keep(min_tokens_to_keep), filter_value
-
-    def __call__(self, input_ids, scores):
-        return W.eta_filter(scores, self.epsilon, self.min_tokens_to_keep, self.filter_value)
+    knob, cutoff = "eta_cutoff", staticmethod(W.eta_filter)

@@ -63,19 +63,8 @@ class GenerationSettings:
     pad_token_id: int | None = None
     seed: int | None = None
 
-    @property
-    def sampling_knobs_set(self) -> bool:
-        """Does any knob beyond transformers' plain greedy / top-k / top-p / temperature sampling apply?"""
-        return any(getattr(self, name) != value for name, value in _PLAIN.items())
-
 
 _SETTING_NAMES = {f.name for f in fields(GenerationSettings)} - {"prompt_length"}
-_LENGTH_KNOBS = ("max_new_tokens", "max_length")
-_PLAIN = {"min_length": 0, "max_time": None, "stop_strings": None, "min_p": None, "top_h": None, "typical_p": 1.0,
-          "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "no_repeat_ngram_size": 0, "bad_words_ids": None,
-          "sequence_bias": None, "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
-          "forced_eos_token_id": None, "exponential_decay_length_penalty": None, "remove_invalid_values": False,
-          "renormalize_logits": False}
 
 
 def check_call_knobs(knobs: dict) -> dict:
