@@ -219,8 +219,9 @@ def generate_cases() -> None:
     # the shipped model
     issue_config = dict(shipped_config, min_p=0.2, no_repeat_ngram_size=2, typical_p=0.3)
     case("shipped_config_min_p_no_repeat_typical", "the shipped generation_config.json plus min_p 0.2, "
-         "no_repeat_ngram_size 2, typical_p 0.3 (sampling): the first step's processed scores",
-         {"max_new_tokens": 1}, torch.tensor([tokenizer.encode("ROMEO:")]), model="shipped",
+         "no_repeat_ngram_size 2, typical_p 0.3 (sampling): the first step's processed scores (after a prompt "
+         "where each of the three changes them)",
+         {"max_new_tokens": 1}, torch.tensor([tokenizer.encode("ROMEO:\nI will not, I will")]), model="shipped",
          generation_config=issue_config, outputs=("scores",))
     case("shipped_config_greedy_no_repeat", "the same config with do_sample false: greedy with n-gram blocking",
          {"max_new_tokens": 30}, torch.tensor([tokenizer.encode("ROMEO:")]), model="shipped",

@@ -308,3 +308,22 @@ def test_speculative_sampling_keeps_the_target_distribution():
 def test_assisted_decoding_refuses_batches(models, drafts):
     with pytest.raises(ValueError, match="one prompt at a time"):
         models["tiny"].generate(np.array([[1, 5], [1, 6]]), max_new_tokens=3, assistant_model=drafts["same"])
+
+
+def test_shipped_folder_with_min_p_no_repeat_typical(tmp_path):
+    """The shipped model's folder with "min_p": 0.2, "no_repeat_ngram_size": 2, "typical_p": 0.3 added to its
+    generation_config.json: all three shape the first step's scores exactly as transformers' do."""
+    import shutil
+
+    folder = tmp_path / "shipped"
+    shutil.copytree(default_model_path(), folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps(dict(config, min_p=0.2, no_repeat_ngram_size=2,
+                                                                   typical_p=0.3)))
+    model = ArceeForCausalLM.from_pretrained(folder)
+    data = load_file(str(GOLDEN / "cases" / "shipped_config_min_p_no_repeat_typical.safetensors"))
+    out = model.generate(data["input_ids"], max_new_tokens=1, return_dict_in_generate=True, output_scores=True)
+    assert_same_scores(out.scores[0], data["scores"][0], "first step", MODEL_TOLERANCE)
+    plain = ArceeForCausalLM.from_pretrained(default_model_path()).generate(
+        data["input_ids"], max_new_tokens=1, return_dict_in_generate=True, output_scores=True)
+    assert np.isfinite(plain.scores[0]).sum() > np.isfinite(out.scores[0]).sum()  # the knobs filtered more
