@@ -327,3 +327,26 @@ def test_shipped_folder_with_min_p_no_repeat_typical(tmp_path):
     plain = ArceeForCausalLM.from_pretrained(default_model_path()).generate(
         data["input_ids"], max_new_tokens=1, return_dict_in_generate=True, output_scores=True)
     assert np.isfinite(plain.scores[0]).sum() > np.isfinite(out.scores[0]).sum()  # the knobs filtered more
+
+
+def test_beams_and_assisted_decoding_run_on_array_api_strict(models):
+    """Beam search (with its cache reordering) and assisted decoding (with cache crops) use array-API calls
+    only: the same tokens and scores on array_api_strict (CuPy's proxy) as on NumPy."""
+    strict = ArceeForCausalLM.from_pretrained(GOLDEN / "model", device="array_api_strict")
+    ids = np.array([[1, 5, 9, 13, 17, 21], [1, 30, 31, 32, 33, 34]])
+    beams = dict(max_new_tokens=8, num_beams=3, num_return_sequences=2, no_repeat_ngram_size=2,
+                 return_dict_in_generate=True, output_scores=True)
+    want, got = models["tiny"].generate(ids, **beams), strict.generate(ids, **beams)
+    np.testing.assert_array_equal(got.sequences, want.sequences)
+    np.testing.assert_allclose(got.sequences_scores, want.sequences_scores, atol=1e-5)
+    assisted = dict(max_new_tokens=10, do_sample=False, assistant_model=strict, return_dict_in_generate=True)
+    np.testing.assert_array_equal(strict.generate(ids[:1], **assisted).sequences,
+                                  models["tiny"].generate(ids[:1], max_new_tokens=10, do_sample=False))
+
+
+def test_use_cache_false_and_max_time(models, drafts):
+    model, ids = models["tiny"], np.array([[1, 5, 9, 13, 17, 21]])
+    for extra in ({}, {"num_beams": 3}, {"assistant_model": drafts["same"]}, {"prompt_lookup_num_tokens": 2}):
+        np.testing.assert_array_equal(model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False, **extra),
+                                      model.generate(ids, max_new_tokens=6, do_sample=False, **extra))
+    assert model.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=[], max_time=1e-9).shape == (1, 7)
