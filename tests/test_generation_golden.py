@@ -350,3 +350,14 @@ def test_use_cache_false_and_max_time(models, drafts):
         np.testing.assert_array_equal(model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False, **extra),
                                       model.generate(ids, max_new_tokens=6, do_sample=False, **extra))
     assert model.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=[], max_time=1e-9).shape == (1, 7)
+
+
+def test_expand_beams_takes_the_best_sums():
+    rng = np.random.default_rng(2)
+    log_probs = np.log(rng.dirichlet(np.ones(7), size=(2, 3))).astype(np.float32)  # [B=2, K=3, V=7]
+    running = np.array([[0.0, -1.0, -2.5], [-0.5, -0.7, -3.0]], dtype=np.float32)
+    scores, beam, token = generation.expand_beams(log_probs, running, keep=4)
+    for b in range(2):
+        sums = sorted(((running[b, k] + log_probs[b, k, v], k, v) for k in range(3) for v in range(7)), reverse=True)
+        np.testing.assert_allclose(scores[b], [s for s, _, _ in sums[:4]], rtol=1e-6)
+        assert list(zip(beam[b], token[b], strict=True)) == [(k, v) for _, k, v in sums[:4]]

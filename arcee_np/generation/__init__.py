@@ -18,7 +18,7 @@ docs/generation.md documents every knob.
 
 from .assisted import (DraftModelCandidates, PromptLookupCandidates, assisted_decode, candidate_generator,
                        speculative_sampling)
-from .beam import beam_search
+from .beam import beam_search, expand_beams
 from .chain import build_processors
 from .classes import (EpsilonLogitsWarper, EtaLogitsWarper, ExponentialDecayLengthPenalty,
                       ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor, InfNanRemoveLogitsProcessor,
@@ -49,10 +49,10 @@ __all__ = [
     "SuppressTokensAtBeginLogitsProcessor", "SuppressTokensLogitsProcessor", "TemperatureLogitsWarper",
     "TopHLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "TypicalLogitsWarper", "apply_temperature",
     "assisted_decode", "banned_ngram_tokens", "beam_search", "build_processors", "build_stopping",
-    "candidate_generator", "decode", "entropy", "epsilon_filter", "eta_filter", "exponential_decay_length_penalty",
-    "force_tokens", "generate_tokens", "initial_mask", "log_softmax", "min_p_filter", "no_repeat_ngram",
-    "remove_invalid_values", "renormalize", "repetition_penalty", "resolve_settings", "run_generation",
-    "sample_from_scores",
-    "sequence_bias", "sequence_bias_of", "softmax", "speculative_sampling", "suppress_tokens", "token_presence",
-    "top_h_filter", "top_k_filter", "top_p_filter", "typical_filter",
+    "candidate_generator", "decode", "entropy", "expand_beams", "epsilon_filter", "eta_filter",
+    "exponential_decay_length_penalty", "force_tokens", "generate_tokens", "initial_mask", "log_softmax",
+    "min_p_filter", "no_repeat_ngram", "remove_invalid_values", "renormalize", "repetition_penalty",
+    "resolve_settings", "run_generation", "sample_from_scores", "sequence_bias", "sequence_bias_of", "softmax",
+    "speculative_sampling", "suppress_tokens", "token_presence", "top_h_filter", "top_k_filter", "top_p_filter",
+    "typical_filter",
 ]

@@ -56,6 +56,20 @@ def sample_without_replacement(log_probs: np.ndarray, count: int, rng: np.random
     return gather(chosen, order)
 
 
+def expand_beams(log_probs: np.ndarray, running_scores: np.ndarray, keep: int, rng=None):
+    """One expansion of beam search: the ``keep`` best continuations of each prompt over all its beams.
+
+    log_probs: [B, K, V] processed log-probabilities of each running beam's next token; running_scores:
+    [B, K] the sums so far. The candidates are ``running_scores[b, k] + log_probs[b, k, v]``; the best
+    ``keep`` are taken (with ``rng``: drawn without replacement from their softmax instead). Returns
+    ``(scores [B, keep], beam [B, keep], token [B, keep])``, best first.
+    """
+    batch, beams, vocab = log_probs.shape
+    totals = (log_probs + running_scores[:, :, None]).reshape(batch, beams * vocab)
+    chosen = top_indices(totals, keep) if rng is None else sample_without_replacement(totals, keep, rng)
+    return gather(totals, chosen), chosen // vocab, chosen % vocab
+
+
 def beam_search(step, input_ids, settings: GenerationSettings, attention_mask=None, cache=None,
                 stopping=None) -> GenerateBeamDecoderOnlyOutput:
     """Beam search (with ``settings.do_sample``: beam sampling) as transformers; returns
@@ -101,10 +115,8 @@ def beam_search(step, input_ids, settings: GenerationSettings, attention_mask=No
         if scores_seen is not None:
             scores_seen.append(log_probs.copy())
         vocab = log_probs.shape[-1]
-        totals = (log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
-        chosen = sample_without_replacement(totals, keep, rng) if s.do_sample else top_indices(totals, keep)
-        top_scores = gather(totals, chosen)  # [B, 2K]
-        from_beam, tokens = chosen // vocab, chosen % vocab
+        top_scores, from_beam, tokens = expand_beams(log_probs.reshape(batch, beams, vocab), running_scores, keep,
+                                                     rng if s.do_sample else None)
         top_seqs = gather(running, from_beam)  # [B, 2K, L]
         top_seqs[:, :, cur_len] = tokens
         top_idx = gather(running_idx, from_beam)
