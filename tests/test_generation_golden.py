@@ -361,3 +361,12 @@ def test_expand_beams_takes_the_best_sums():
         sums = sorted(((running[b, k] + log_probs[b, k, v], k, v) for k in range(3) for v in range(7)), reverse=True)
         np.testing.assert_allclose(scores[b], [s for s, _, _ in sums[:4]], rtol=1e-6)
         assert list(zip(beam[b], token[b], strict=True)) == [(k, v) for _, k, v in sums[:4]]
+
+
+def test_counts_in_a_generation_config_are_not_token_ids(models):
+    """max_new_tokens, num_assistant_tokens ... may exceed the vocabulary size; token ids may not."""
+    model = models["tiny"]
+    model.generation_config = {"max_new_tokens": 60, "num_assistant_tokens": 100, "prompt_lookup_num_tokens": 99}
+    model.generation_config = {}
+    with pytest.raises(ValueError, match=r"suppress_tokens \[99\] lies outside the vocabulary"):
+        model.generation_config = {"suppress_tokens": [99]}

@@ -136,6 +136,9 @@ KNOBS = {
                                             "hybrid")),
     "seed": ("int", _int(0)),
 }
+# the knobs that hold token ids (checked against the vocabulary)
+TOKEN_ID_KNOBS = ("eos_token_id", "pad_token_id", "bos_token_id", "forced_bos_token_id", "forced_eos_token_id",
+                  "suppress_tokens", "begin_suppress_tokens")
 _OF_TYPE = {"int": is_integer, "real": is_real, "flag": is_flag, "any": lambda v: True,
             "ids": lambda v: is_integer(v) or isinstance(v, (list, tuple))}
 _HINTS = {"temperature": " For greedy decoding use do_sample=False.", "repetition_penalty": " 1.0 is off.",
@@ -209,7 +212,7 @@ def check_generation_config(data, source: str, vocab_size: int | None = None) ->
     for name, value in data.items():
         if name in KNOBS and name != "seed" and value is not None:
             KNOBS[name][1](f"{source}: {name}", value, ConfigError)
-            if name.endswith(("token_id", "tokens")) and vocab_size is not None:
+            if name in TOKEN_ID_KNOBS and vocab_size is not None:
                 require_token_ids(f"{source}: {name}", value, ConfigError, vocab_size)
         elif name not in KNOBS and name not in REFUSED and name not in NO_EFFECT:
             warnings.warn(f"{source}: unknown generation setting {name!r} = {shown(value)}; arcee_np (like "
