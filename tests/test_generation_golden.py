@@ -370,3 +370,18 @@ def test_counts_in_a_generation_config_are_not_token_ids(models):
     model.generation_config = {}
     with pytest.raises(ValueError, match=r"suppress_tokens \[99\] lies outside the vocabulary"):
         model.generation_config = {"suppress_tokens": [99]}
+
+
+def test_pipeline_returns_every_sequence_and_passes_its_tokenizer():
+    from arcee_np.pipeline import pipeline
+
+    generate = pipeline("text-generation")
+    out = generate(["ROMEO:", "JULIET:"], max_new_tokens=5, do_sample=True, num_return_sequences=3, seed=0)
+    assert [len(rows) for rows in out] == [3, 3]
+    assert all(row["generated_text"].startswith(p) for p, rows in zip(["ROMEO:", "JULIET:"], out, strict=True)
+               for row in rows)
+    case = CASES["shipped_stop_string"]
+    data = load_file(str(GOLDEN / "cases" / "shipped_stop_string.safetensors"))
+    text = generate("KING HENRY:", do_sample=False, **{k: v for k, v in case["call"].items() if k != "do_sample"})
+    tok = ArceeTokenizer.from_pretrained(default_model_path())
+    assert text[0]["generated_text"] == tok.decode(data["sequences"][0], skip_special_tokens=True)

@@ -135,7 +135,9 @@ class ArceeTokenizer:
         byte-level tokenizer the bytes of the token (so text can end inside a UTF-8 sequence), for a
         byte-fallback one the byte of each ``<0xNN>`` token and UTF-8 bytes of the others, else the decoded
         string (decoded after a fixed prefix, which is then removed, so leading-space markers count).
-        Returns a list indexed by token id (str, or bytes in the byte modes)."""
+        Returns a list indexed by token id (str, or bytes in the byte modes), computed once per tokenizer."""
+        if self.__dict__.get("_token_texts") is not None:
+            return self.__dict__["_token_texts"]
         decoder = self._tokenizer.decoder
         state = decoder.__getstate__().decode() if decoder is not None else ""
         mode = "byte_fallback" if '"ByteFallback"' in state else "byte_level" if '"ByteLevel"' in state else None
@@ -153,6 +155,7 @@ class ArceeTokenizer:
                 text = decoder.decode(base + [token]) if decoder is not None else "".join(base + [token])
                 text = text[text.index(prefix) + len(prefix):]
                 texts[index] = text.encode("utf-8") if mode else text
+        self.__dict__["_token_texts"] = texts
         return texts
 
     # ------------------------------------------------------------------ encoding and decoding
