@@ -187,3 +187,8 @@ def test_min_p_and_stop_flags(tiny, capsys):
     expected = model.generate(ids, max_new_tokens=12, do_sample=False, stop_strings=[stop], tokenizer=tok)
     assert code == 0 and out == tok.decode(expected[0, ids.shape[1]:], skip_special_tokens=True) + "\n"
     assert stop in out and len(out) < len(greedy) + 1
+
+
+def test_empty_stop_is_a_usage_error(tiny, capsys):
+    code, _, err = run(capsys, "generate", "x", "--model", tiny, "--stop", "")
+    assert code == 2 and "--stop needs some text" in err

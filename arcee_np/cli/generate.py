@@ -73,6 +73,8 @@ def cmd_generate(args) -> int:
     beams = args.num_beams is not None and args.num_beams > 1  # a beam's tokens are only known at the end
     streamer = None if beams else TextStreamer(tokenizer, skip_prompt=skip_prompt, skip_special_tokens=True)
     stops = None if args.stop is None else [check_prompt_text(text, "--stop") for text in args.stop]
+    if stops is not None and not all(stops):
+        raise UsageError("--stop needs some text to stop at (an empty string would stop at once): drop it.")
     out = model.generate(np.asarray([ids], dtype=np.int64), max_new_tokens=args.max_new_tokens,
                          min_new_tokens=args.min_new_tokens, do_sample=do_sample, temperature=args.temperature,
                          top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
