@@ -78,14 +78,15 @@ def attention(q, k, v, mask, scaling, tap=None):
     """``softmax(q k^T * scaling + mask) v``: eager attention of transformers, all steps in one call.
 
     q: [B, H, T, hd]; k, v: [B, KV, S, hd]; mask: additive [B, 1, T, S] or None; scaling: float;
-    tap: optional ``tap(name, array)`` shown ``"scores"`` and ``"probs"`` ([B, H, T, S]).
-    Returns (out [B, T, H * hd], probs [B, H, T, S]).
+    tap: optional ``tap(name, array) -> array`` shown ``"scores"`` and ``"probs"`` ([B, H, T, S]); the
+    computation goes on with what it returns. Returns (out [B, T, H * hd], probs [B, H, T, S]).
     """
     scores = attention_scores(q, k, scaling)
+    if tap is not None:
+        scores = tap("scores", scores)
     probs = attention_probs(scores, mask, q.dtype)
     if tap is not None:
-        tap("scores", scores)
-        tap("probs", probs)
+        probs = tap("probs", probs)
     return attention_output(probs, v), probs
 
 

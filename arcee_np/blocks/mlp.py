@@ -8,14 +8,15 @@ def mlp(x, up_weight, down_weight, up_bias=None, down_bias=None, activation="rel
     """``down_proj(act(up_proj(x)))``; with relu2, ``down(relu(up x)^2)``.
 
     x: [..., D]; up_weight: [I, D]; down_weight: [D, I]; biases: [I] / [D] or None (``mlp_bias``);
-    activation: a key of ACTIVATIONS; tap: optional ``tap(name, array)`` shown ``"up"`` and ``"act"``
-    (both [..., I]), as the trace does. Returns [..., D].
+    activation: a key of ACTIVATIONS; tap: optional ``tap(name, array) -> array`` shown ``"up"`` and ``"act"``
+    (both [..., I]), as the trace does; the computation goes on with what it returns. Returns [..., D].
     """
     up = linear(x, up_weight, up_bias)
+    if tap is not None:
+        up = tap("up", up)
     act = ACTIVATIONS[activation](up)
     if tap is not None:
-        tap("up", up)
-        tap("act", act)
+        act = tap("act", act)
     return linear(act, down_weight, down_bias)
 
 
