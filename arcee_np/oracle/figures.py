@@ -190,7 +190,7 @@ def attribution_chart(attribution) -> object:
                label=f"cause threshold ({attribution.threshold:.0%})")
     ax.set_xlabel("share of the final error removed by patching the site (%)")
     ax.set_title("Activation patching: the reference's value put into the candidate, site by site")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / len(sites)), ncol=3)
+    fig.legend(fontsize=7, loc="outside lower center", ncol=3)
     return fig
 
 
