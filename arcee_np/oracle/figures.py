@@ -195,18 +195,19 @@ def attribution_chart(attribution) -> object:
 
 
 @styled
-def logit_lens_figure(reference_lens, candidate_lens, tokens=None) -> object:
+def logit_lens_figure(reference_lens, candidate_lens=None, tokens=None) -> object:
     """Per stage (rows) and position (columns): the probability each lens gives to the token the reference
-    model finally predicts there (batch row 0)."""
+    model finally predicts there (batch row 0); one panel per lens (the candidate's is optional)."""
     final = reference_lens.top_tokens()[-1]  # [B, T]
-    fig, axes = _figure(1, 2, size=(10, 0.35 * len(reference_lens.names) + 2.4))
-    for ax, lens, side in zip(axes[0], (reference_lens, candidate_lens), ("reference", "candidate"), strict=True):
+    lenses = [(reference_lens, "reference")] + ([(candidate_lens, "candidate")] if candidate_lens is not None else [])
+    fig, axes = _figure(1, len(lenses), size=(5 * len(lenses) + 1, 0.35 * len(reference_lens.names) + 2.4))
+    for ax, (lens, side) in zip(axes[0], lenses, strict=True):
         probs = lens.probability_of(final)[:, 0, :]  # [stages, T]
         image = ax.imshow(probs, aspect="auto", interpolation="nearest", vmin=0, vmax=1)
         ax.set_yticks(range(len(lens.names)), lens.names, fontsize=7)
         ax.set_xlabel("position (token read)")
-        ax.set_title(f"logit lens, {side}")
+        ax.set_title(f"logit lens, {side}" if candidate_lens is not None else "logit lens")
         ax.grid(False)
         _label_positions(ax, tokens, probs.shape[1], "x")
-    fig.colorbar(image, ax=axes[0, 1], label="p(the reference's final next token)")
+    fig.colorbar(image, ax=axes[0, -1], label="p(the final layer's next token)")
     return fig
