@@ -42,13 +42,18 @@ def interleaved_rope(x, cos, sin):
     return np.stack([even * c - odd * s, odd * c + even * s], axis=-1).reshape(x.shape)
 
 
-def rope_bug(config):
-    """Layer LAYER's q and k rotated with the interleaved layout."""
-    seen = {}
-
+def remember(seen):
+    """An edit that changes nothing and keeps the tensor under the last part of its name (a bug reads it later)."""
     def keep(value, name):
         seen[name.rsplit(".", 1)[1]] = value
         return value
+    return keep
+
+
+def rope_bug(config):
+    """Layer LAYER's q and k rotated with the interleaved layout."""
+    seen = {}
+    keep = remember(seen)
 
     def rotate(value, name):
         x = seen["q" if name.endswith("q_rope") else "k"]
@@ -63,10 +68,7 @@ def rope_bug(config):
 def gqa_bug(config):
     """Query head n reads KV head n % KV (instead of n // n_rep) in layer LAYER's scores."""
     seen = {}
-
-    def keep(value, name):
-        seen[name.rsplit(".", 1)[1]] = value
-        return value
+    keep = remember(seen)
 
     def scores(value, name):
         q, k = seen["q_rope"], seen["k_rope"]
@@ -81,12 +83,7 @@ def gqa_bug(config):
 def relu_instead_of_relu2(config):
     """Layer LAYER's MLP applies relu, not relu²."""
     seen = {}
-
-    def keep(value, name):
-        seen["up"] = value
-        return value
-
-    return {f"layers.{LAYER}.mlp.up": keep,
+    return {f"layers.{LAYER}.mlp.up": remember(seen),
             f"layers.{LAYER}.mlp.act": lambda value, name: np.sqrt(relu2(seen["up"])).astype(value.dtype)}
 
 
