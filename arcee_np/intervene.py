@@ -38,7 +38,8 @@ ABLATION_MODES = ("zero", "mean")
 class Intervention:
     """The edits of one ``intervene`` block: ``(pattern, edit)`` pairs, tried in order on every recorded name.
 
-    ``applied`` lists the names changed so far, in the order the forward reached them (a name once per call).
+    ``applied`` lists the names changed so far, in the order the forward reached them (again for each forward
+    call made inside the block).
     """
 
     changes_values = True

@@ -1,4 +1,4 @@
-"""Error attribution by activation patching: planted bugs in six different blocks are attributed to their block
+"""Error attribution by activation patching: planted bugs in seven different places are attributed to their block
 and step (the planted site removes >= 99% of the final error, every earlier site <= 1%), a patchable port works
 like a model, and quantized GGUF files (Q8_0 and Q4_K of one checkpoint) are attributed."""
 
@@ -97,6 +97,9 @@ def planted(reference, bug):
         return reference, gqa_bug(config)
     if bug == "mlp_activation":
         return reference, relu_instead_of_relu2(config)
+    if bug == "residual":  # the residual connection around attention forgotten: attn_residual = attn.out
+        seen = {}
+        return reference, {f"{p}attn.out": remember(seen), f"{p}attn_residual": lambda value, name: seen["out"]}
     if bug == "rms_norm":
         return with_weight(reference, f"model.{p}post_attention_layernorm.weight", lambda w: w * 1.3), None
     if bug == "v_proj":
@@ -113,6 +116,7 @@ PLANTED = {
     "v_proj": (f"layers.{LAYER}.attn.out", f"layers.{LAYER}.attn.v"),
     "rms_norm": (f"layers.{LAYER}.mlp.out", f"layers.{LAYER}.post_norm"),
     "mlp_activation": (f"layers.{LAYER}.mlp.out", f"layers.{LAYER}.mlp.act"),
+    "residual": (f"layers.{LAYER}.attn_residual", f"layers.{LAYER}.attn_residual"),
     "lm_head": ("logits", "logits"),
 }
 

@@ -1,8 +1,8 @@
 """Error attribution by activation patching: which part of a candidate causes the error that reaches the logits.
 
 The candidate (another dtype or widening policy, a GGUF file, a user's params, a buggy forward) runs on the
-same inputs as the reference. At each site, in forward order (``embed``; per layer ``attn.out``, ``mlp.out``,
-``out``; ``final_norm``; ``logits``), the candidate runs again with the reference's value put in place of its
+same inputs as the reference. At each site, in forward order (``embed``; per layer ``attn.out``,
+``attn_residual``, ``mlp.out``, ``out``; ``final_norm``; ``logits``), the candidate runs again with the reference's value put in place of its
 own (``arcee_np.intervene``); the share of the final error that disappears is the site's share::
 
     share(site) = 1 - |logits_patched - logits_ref| / |logits_cand - logits_ref|     (RMS over every logit)
@@ -11,9 +11,9 @@ and likewise for the KL divergence of the next-token distributions (``KL(p_ref |
 positions). A bug in one block leaves every site before it at 0 and its own output at 100%; the sites after it
 carry the error and remove it too when patched. The **cause** is the earliest site whose patch removes at least
 ``threshold`` (99%) of the error; within its block the patch is repeated at each named tensor (q, k, v, after
-RoPE, the scores, ...) to name the step. When the earliest such site is a layer's output (``layers.N.out``) no
-single block explains the error (quantization, a lower dtype: error comes in everywhere); the report then gives
-each layer's increment of the share.
+RoPE, the scores, ...) to name the step. When sites before the cause already remove more than ``1 - threshold``
+of the error, no single place explains it (quantization, a lower dtype: error comes in everywhere); the report
+then gives each layer's increment of the share.
 
 A candidate is an arcee_np model, optionally with ``edits`` (interventions that are part of it: a planted bug),
 or any function ``candidate(input_ids, replacements) -> logits`` where ``replacements`` is ``{name: array}`` of
@@ -52,6 +52,8 @@ STEP_SUSPECTS = {
     "attn.probs": "the mask and the softmax",
     "attn.context": "probs @ v (the GQA mapping of v, the merge of the heads)",
     "attn.out": "o_proj (its weight or bias)",
+    "attn_residual": "the residual connection around attention (h + attn.out)",
+    "out": "the residual connection around the MLP (attn_residual + mlp.out)",
     "post_norm": "the post-attention RMSNorm (its weight, eps, the float32 upcast)",
     "mlp.up": "up_proj (its weight or bias)",
     "mlp.act": "the activation (relu2 for AFM)",
@@ -95,10 +97,10 @@ class Attribution:
 
     @property
     def single_cause(self) -> bool:
-        """Whether one block explains the error: the cause is a block's output (not a layer's sum) and every
-        earlier site removes at most ``1 - threshold`` of it."""
-        return (self.cause is not None and split_name(self.cause.name)[1] != "out"
-                and self._largest_before(self.cause) <= 1 - self.threshold)
+        """Whether one place explains the error: every site before the cause removes at most ``1 - threshold``
+        of it. (A layer's output as the cause is then its residual connections; error that comes in
+        everywhere reaches a layer's output with earlier sites sharing it.)"""
+        return self.cause is not None and self._largest_before(self.cause) <= 1 - self.threshold
 
     @property
     def downstream(self) -> list[str]:
@@ -170,7 +172,8 @@ def _finite(x: float):
 
 def coarse_sites(num_layers: int) -> list[str]:
     """The sites of the first pass, in forward order."""
-    return (["embed"] + [f"layers.{i}.{s}" for i in range(num_layers) for s in ("attn.out", "mlp.out", "out")]
+    return (["embed"] + [f"layers.{i}.{s}" for i in range(num_layers)
+                         for s in ("attn.out", "attn_residual", "mlp.out", "out")]
             + ["final_norm", "logits"])
 
 
