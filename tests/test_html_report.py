@@ -103,3 +103,19 @@ def test_the_page_opens_in_headless_chromium(page, tmp_path):
 
     pixels = imread(shot)
     assert pixels.shape[:2] == (2400, 1200) and float(np.std(pixels)) > 0.05  # not a blank page
+
+
+def test_a_page_from_two_traces_has_the_lens_and_says_what_a_trace_can():
+    from arcee_np.oracle.compare import compare_traces
+    from arcee_np.oracle.html_report import traces_report
+    from arcee_np.oracle.tracefile import trace_model
+
+    reference = random_model(CONFIG)
+    candidate, _ = planted(reference, "rms_norm")
+    ours, theirs = trace_model(reference, IDS), trace_model(candidate, IDS)
+    page = traces_report(compare_traces(theirs, ours), ours, theirs, model=reference)
+    text = page.html
+    assert '<section id="logit-lens">' in text and '<section id="attribution">' in text
+    assert "make the port patchable" in text and "first divergence at layers.2.post_norm" in text
+    plain = traces_report(compare_traces(ours, ours), ours, ours).html
+    assert "AGREE" in plain and 'id="logit-lens"' not in plain and 'id="attribution"' not in plain

@@ -5,7 +5,9 @@ divergence (its explanation; |error| over positions x channels and heads x posit
 side; the error's distribution), the error of every stage layer by layer (log scale), the attention maps of
 both sides with token labels when recorded, the attribution (when computed), the logit lens of both (when
 given), and the full table. ``models_report(candidate, reference, input_ids)`` runs two arcee_np models and
-builds all of it. An ``HtmlReport`` saves to a file and renders inline in a notebook (``_repr_html_``).
+builds all of it; ``traces_report(report, reference, candidate, model)`` builds it from two traces (a port's, a
+file's), with the logit lens when a model is given and, in place of the attribution, what a trace alone says.
+An ``HtmlReport`` saves to a file and renders inline in a notebook (``_repr_html_``).
 """
 
 from __future__ import annotations
@@ -154,3 +156,24 @@ def models_report(candidate, reference, input_ids, *, edits=None, tokens=None, a
                              candidate_lens=logit_lens(candidate, cand_trace), tokens=tokens,
                              num_heads=reference.config.num_attention_heads, title=title,
                              extra_sections=extra_sections)
+
+
+def traces_report(report, reference, candidate, model=None, tokens=None, title="arcee_np comparison") -> HtmlReport:
+    """The page of a comparison of two traces (compare.Report of candidate against reference). model: an
+    arcee_np causal LM with the traces' weights, whose final norm and LM head read both traces' residual streams
+    (the logit lens), or None. A trace cannot be patched: the attribution section says what it can
+    (attribution.unpatchable_report)."""
+    from .attribution import unpatchable_report
+    from .lens import logit_lens
+
+    lenses = (None, None)
+    stages = ["embed"] + [f"layers.{i}.out" for i in range(model.config.num_hidden_layers)] if model else []
+    if model is not None and all(name in t for name in stages for t in (reference, candidate)):
+        lenses = (logit_lens(model, reference), logit_lens(model, candidate))
+    why = ("<p>Traces alone cannot be patched, so this page shows where the error starts and how it grows; "
+           "<code>arcee-np attribute CANDIDATE --reference REF</code> names the block that causes it for anything "
+           f"arcee_np can run.</p><pre>{html.escape(unpatchable_report(report))}</pre>") if not report.ok else ""
+    num_heads = model.config.num_attention_heads if model is not None else None
+    return comparison_report(report, reference, candidate, reference_lens=lenses[0], candidate_lens=lenses[1],
+                             tokens=tokens, num_heads=num_heads, title=title,
+                             extra_sections=[("attribution", "Attribution", why)] if why else ())
