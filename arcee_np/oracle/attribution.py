@@ -135,8 +135,8 @@ class Attribution:
                          f"downstream), e.g. {', '.join(self.downstream[:2])}")
             return head + text
         layers = sorted(self.layer_increments(), key=lambda item: -item[1])[:3]
-        blocks = sorted((s for s in self.sites if split_name(s.name)[1] != "out"
-                         and s.name not in ("final_norm", "logits")), key=lambda s: -s.share)[:3]
+        blocks = sorted((s for s in self.sites if split_name(s.name)[1] in ("attn.out", "mlp.out")),
+                        key=lambda s: -s.share)[:3]
         return (head + "no single block explains it: the error comes in at several sites. Largest increments "
                 "along the residual stream: " + ", ".join(f"{name} +{share:.0%}" for name, share in layers)
                 + "; largest blocks: " + ", ".join(f"{s.name} {s.share:.0%}" for s in blocks))
