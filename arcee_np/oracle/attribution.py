@@ -2,8 +2,9 @@
 
 The candidate (another dtype or widening policy, a GGUF file, a user's params, a buggy forward) runs on the
 same inputs as the reference. At each site, in forward order (``embed``; per layer ``attn.out``,
-``attn_residual``, ``mlp.out``, ``out``; ``final_norm``; ``logits``), the candidate runs again with the reference's value put in place of its
-own (``arcee_np.intervene``); the share of the final error that disappears is the site's share::
+``attn_residual``, ``mlp.out``, ``out``; ``final_norm``; ``logits``), the candidate runs again with the
+reference's value put in place of its own (``arcee_np.intervene``); the share of the final error that
+disappears is the site's share::
 
     share(site) = 1 - |logits_patched - logits_ref| / |logits_cand - logits_ref|     (RMS over every logit)
 
