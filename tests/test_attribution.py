@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from arcee_np import ArceeConfig, ArceeForCausalLM
-from arcee_np.blocks import relu2
-from arcee_np.model import mask_and_rope_tables
+from arcee_np.blocks import relu2, rope_cos_sin, rope_frequencies
 from arcee_np.oracle.attribution import attribute, coarse_sites, unpatchable_report
 from arcee_np.oracle.compare import compare_traces
 from arcee_np.oracle.tracefile import trace_model
@@ -57,8 +56,8 @@ def rope_bug(config):
 
     def rotate(value, name):
         x = seen["q" if name.endswith("q_rope") else "k"]
-        _, cos, sin = mask_and_rope_tables(np.zeros(x.shape[:1] + x.shape[2:3] + (config.hidden_size,), np.float32),
-                                           config, None, None, 0, False)
+        inv_freq, scaling = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling, np, np.float32)
+        cos, sin = rope_cos_sin(np.arange(x.shape[2])[None, :], inv_freq, scaling, x.dtype)  # [1, T, hd]
         return interleaved_rope(x, cos, sin)
 
     p = f"layers.{LAYER}.attn."
