@@ -197,8 +197,9 @@ def record(name: str, value):
 
 
 def tracing() -> bool:
-    """Whether a trace is active in this context (its intermediates are being recorded or checked)."""
-    return any(isinstance(hook, Trace) for hook in _active.get())
+    """Whether a hook is active in this context: a trace (intermediates are being recorded or checked) or an
+    intervention (they may be changed); the blocks then hand their intermediates to ``record``."""
+    return bool(_active.get())
 
 
 def wanted(name: str) -> bool:
