@@ -33,9 +33,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import numpy as np
-from array_api_compat import array_namespace
 
 from .backend import to_numpy
+from .blocks.namespace import array_namespace
 from .errors import InputTypeError, NonFiniteError
 
 # The hooks active in this context (thread / asyncio task): the interventions first, in the order they were
