@@ -13,8 +13,8 @@ them (or on ``mlp.up`` / ``mlp.act``) makes the forward take eager attention (or
 that compute them, as a trace of them does. Interventions hook into ``trace.record``, the forward's one hook
 point; they belong to the context (thread, asyncio task) that opened them and never reach another thread's
 forward. With several active, each changes the value the previous one returned, in the order they were opened;
-a trace active at the same time records the changed value. Gradient names (``grad.*``) are recorded, not
-changed.
+a trace active at the same time records the changed value. The backward's gradient names (``grad.*``) can be
+changed too: it goes on with the changed gradient.
 
 Helpers for the common cases: ``patch_from(other_trace)`` (activation patching: the values of another run),
 ``ablate_heads(layer, heads, mode)`` (zero or mean-ablate attention heads). The logit lens is

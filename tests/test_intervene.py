@@ -200,3 +200,14 @@ def test_every_name_can_be_changed_with_cache_batches_every_dtype(name, implemen
                   for i in (0, 1)]
         assert not (np.array_equal(cached[0], cached[2]) and np.array_equal(cached[1], cached[3]))
         assert step.shape == step_plain.shape
+
+
+def test_a_gradient_can_be_changed_and_the_backward_goes_on_with_it(model):
+    from arcee_np.training import loss_and_gradients
+
+    weight = "model.layers.0.self_attn.q_proj.weight"
+    plain = loss_and_gradients(model, IDS_A, labels=IDS_A)[1][weight]
+    with intervene({"grad.layers.1.out": lambda g, n: 0 * g}) as edit:
+        _, grads = loss_and_gradients(model, IDS_A, labels=IDS_A)
+    assert edit.applied == ["grad.layers.1.out"]
+    assert not grads[weight].any() and plain.any()  # nothing flows back past a zeroed gradient
