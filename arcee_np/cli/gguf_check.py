@@ -7,6 +7,7 @@ import json
 
 from ..errors import UsageError
 from .arguments import EXIT_DIVERGED, EXIT_OK, add_dtype_argument, require_dtype
+from .attribute import add_html_argument, gguf_attribution_section
 from .checks import (check_input_file, check_model_folder, check_output_file, non_negative_int, parse_token_ids,
                      positive_int)
 
@@ -29,6 +30,9 @@ def add_command(commands) -> None:
     p.add_argument("--no-llama-cpp", action="store_true", help="skip section (d) even when llama-cpp-python is there")
     p.add_argument("--threads", type=positive_int, help="llama.cpp threads (default: 1)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--no-attribution", action="store_true", help="skip section (e), which patches the reference's "
+                   "values into the file's forward site by site (one forward a site)")
+    add_html_argument(p)
     p.set_defaults(func=cmd_gguf_check)
 
 
@@ -39,14 +43,19 @@ def cmd_gguf_check(args) -> int:
     check_input_file(args.model, "GGUF file")
     check_model_folder(args.reference, "--reference")
     require_dtype(args.dtype, ("float32", "float64"), "gguf-check", "its thresholds are float32's and float64's")
-    if args.json:
-        check_output_file(args.json, "--json")
+    for flag, path in (("--json", args.json), ("--html", args.html)):
+        if path:
+            check_output_file(path, flag)
+    if args.html and args.no_attribution:
+        raise UsageError("--html draws section (e): drop --no-attribution.")
     ids = parse_token_ids(args.ids, "--ids") if args.ids else None
     if ids is not None and ids.shape[0] != 1:
         raise UsageError("--ids must be one row of token ids")
     report = gguf_check(args.model, args.reference, ids, length=args.length, seed=args.seed, dtype=args.dtype,
                         llama_cpp=False if args.no_llama_cpp else None, threads=args.threads)
     print(report.text())
+    if not args.no_attribution:
+        gguf_attribution_section(args, report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1)

@@ -149,17 +149,20 @@ class Attribution:
         """Fixed-width: site, share of the logit error removed, of the KL removed, the error left."""
         lines = [f"{'site':<40} {'error removed':>13} {'KL removed':>11} {'error left':>11}"]
         for s in self.sites + [s for s in self.steps if s not in self.sites]:
-            mark = "  <-- cause" if s is self.cause or s is self.step_cause else ""
+            mark = "  <-- cause" if self.single_cause and (s is self.cause or s is self.step_cause) else ""
             lines.append(f"{s.name:<40} {s.share:>13.1%} {s.kl_share:>11.1%} {s.error:>11.3g}{mark}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        """JSON-safe: the sites (name, share of the final error its patch removes, of the KL), the cause."""
+        """JSON-safe: the sites (name, share of the final error its patch removes, of the KL), the cause (None
+        when no single place explains the error), the increments along the residual stream."""
         def row(s):
             return {"name": s.name, "share": _finite(s.share), "kl_share": _finite(s.kl_share),
                     "error": _finite(s.error), "kl": _finite(s.kl)}
         return {"error": _finite(self.error), "kl": _finite(self.kl), "threshold": self.threshold,
-                "cause": self.cause.name if self.cause else None, "single_cause": self.single_cause,
+                "cause": self.cause.name if self.single_cause else None, "single_cause": self.single_cause,
+                "earliest_full_site": self.cause.name if self.cause else None,
+                "increments": [{"name": name, "share": _finite(value)} for name, value in self.layer_increments()],
                 "step_cause": self.step_cause.name if self.step_cause else None, "downstream": self.downstream,
                 "summary": self.summary(), "sites": [row(s) for s in self.sites], "steps": [row(s) for s in self.steps]}
 

@@ -81,7 +81,8 @@ def _section(anchor: str, title: str, content: str) -> str:
 def _attribution_table(attribution) -> str:
     rows = []
     for site in attribution.sites + [s for s in attribution.steps if s not in attribution.sites]:
-        mark = ' class="cause"' if site is attribution.cause or site is attribution.step_cause else ""
+        cause = site is attribution.cause or site is attribution.step_cause
+        mark = ' class="cause"' if cause and attribution.single_cause else ""
         rows.append(f"<tr{mark}><td>{html.escape(site.name)}</td><td>{site.share:.1%}</td><td>{site.kl_share:.1%}"
                     f"</td><td>{site.error:.3g}</td></tr>")
     return ("<table><tr><th>site (patched with the reference's value)</th><th>logit error removed</th>"
