@@ -113,8 +113,9 @@ def gguf_attribution_section(args, report) -> None:
     its logit error, beside each layer's weight error."""
     from ..oracle.gguf_attribution import attribute_gguf, gguf_page, layer_lines
 
-    if report.forward.get("skipped"):
-        print(f"\n(e) attribution: skipped: {report.forward['skipped']}")
+    if not report.forward or report.forward.get("skipped"):
+        why = report.forward.get("skipped") if report.forward else "the file is not a conversion of the reference"
+        print(f"\n(e) attribution: skipped: {why}")
         return
     ids = [report.input_ids]
     result, reference, candidate = attribute_gguf(args.model, args.reference, ids, args.dtype)

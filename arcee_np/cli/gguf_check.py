@@ -53,9 +53,11 @@ def cmd_gguf_check(args) -> int:
         raise UsageError("--ids must be one row of token ids")
     report = gguf_check(args.model, args.reference, ids, length=args.length, seed=args.seed, dtype=args.dtype,
                         llama_cpp=False if args.no_llama_cpp else None, threads=args.threads)
-    print(report.text())
+    *sections, summary = report.text().splitlines()
+    print("\n".join(sections))
     if not args.no_attribution:
         gguf_attribution_section(args, report)
+    print(summary)  # the last line, as before
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1)
