@@ -115,7 +115,7 @@ def gguf_attribution_section(args, report) -> None:
 
     if not report.forward or report.forward.get("skipped"):
         why = report.forward.get("skipped") if report.forward else "the file is not a conversion of the reference"
-        print(f"\n(e) attribution: skipped: {why}")
+        print(f"\n(e) attribution: skipped: {why}" + (f" (so {args.html} is not written)" if args.html else ""))
         return
     ids = [report.input_ids]
     result, reference, candidate = attribute_gguf(args.model, args.reference, ids, args.dtype)
