@@ -17,8 +17,9 @@ def add_command(commands) -> None:
     p = commands.add_parser("gguf-check", help="find what a conversion to GGUF changed against the transformers "
                             "checkpoint", description="Check MODEL.gguf against the transformers checkpoint it was "
                             "converted from: the settings llama.cpp will ignore (each with its measured effect), "
-                            "every tensor's error, the forward layer by layer, and llama.cpp's own logits when "
-                            "llama-cpp-python is installed. Exits 1 when something is found, 0 on a clean "
+                            "every tensor's error, the forward layer by layer, llama.cpp's own logits when "
+                            "llama-cpp-python is installed, and which layers cause the logit error (attribution). "
+                            "Exits 1 when something is found, 0 on a clean "
                             "conversion, 2 when it cannot run as asked. Docs: docs/gguf.md.")
     p.add_argument("model", metavar="MODEL.gguf", help="the GGUF file")
     p.add_argument("--reference", required=True, metavar="HF_DIR", help="the transformers checkpoint folder")
