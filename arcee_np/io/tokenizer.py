@@ -130,6 +130,34 @@ class ArceeTokenizer:
             return self._tokenizer.id_to_token(int(ids))
         return [self._tokenizer.id_to_token(int(i)) for i in ids]
 
+    def token_texts(self) -> list:
+        """The text each token id stands for, as transformers' StopStringCriteria reads the vocabulary: for a
+        byte-level tokenizer the bytes of the token (so text can end inside a UTF-8 sequence), for a
+        byte-fallback one the byte of each ``<0xNN>`` token and UTF-8 bytes of the others, else the decoded
+        string (decoded after a fixed prefix, which is then removed, so leading-space markers count).
+        Returns a list indexed by token id (str, or bytes in the byte modes), computed once per tokenizer."""
+        if self.__dict__.get("_token_texts") is not None:
+            return self.__dict__["_token_texts"]
+        decoder = self._tokenizer.decoder
+        state = decoder.__getstate__().decode() if decoder is not None else ""
+        mode = "byte_fallback" if '"ByteFallback"' in state else "byte_level" if '"ByteLevel"' in state else None
+        byte_of = {char: byte for byte, char in _bytes_to_unicode().items()}
+        prefix = "abcdef"
+        base = [self._tokenizer.id_to_token(i) for i in self._tokenizer.encode(prefix, add_special_tokens=False).ids]
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        texts = [b"" if mode else ""] * (max(vocab.values()) + 1)
+        for token, index in vocab.items():
+            if mode == "byte_level" and all(char in byte_of for char in token):
+                texts[index] = bytes(byte_of[char] for char in token)
+            elif mode == "byte_fallback" and len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+                texts[index] = bytes([int(token[3:5], 16)])
+            else:
+                text = decoder.decode(base + [token]) if decoder is not None else "".join(base + [token])
+                text = text[text.index(prefix) + len(prefix):]
+                texts[index] = text.encode("utf-8") if mode else text
+        self.__dict__["_token_texts"] = texts
+        return texts
+
     # ------------------------------------------------------------------ encoding and decoding
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """``text`` -> token ids (with bos/eos as the tokenizer's config adds them)."""
@@ -323,3 +351,17 @@ class TextStreamer:
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         print(text, file=self.file or sys.stdout, flush=True, end="\n" if stream_end else "")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table of byte-level BPE vocabularies."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return chars
