@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .arguments import EXIT_DIVERGED, EXIT_OK, add_dtype_argument, model_tokenizer, require_dtype
+from .attribute import add_html_argument, gguf_attribution_section
 from .checks import (check_input_file, check_model_folder, check_output_file, check_prompt_text, non_negative_int,
                      parse_token_ids, positive_int)
 
@@ -19,8 +20,9 @@ def add_command(commands) -> None:
     p = commands.add_parser("gguf-check", help="find what a conversion to GGUF changed against the transformers "
                             "checkpoint", description="Check MODEL.gguf against the transformers checkpoint it was "
                             "converted from: the settings llama.cpp will ignore (each with its measured effect), "
-                            "every tensor's error, the forward layer by layer, and llama.cpp's own logits when "
-                            "llama-cpp-python is installed. Exits 1 when something is found, 0 on a clean "
+                            "every tensor's error, the forward layer by layer, llama.cpp's own logits when "
+                            "llama-cpp-python is installed, and which layers cause the logit error (attribution). "
+                            "Exits 1 when something is found, 0 on a clean "
                             "conversion, 2 when it cannot run as asked. Docs: docs/gguf.md.")
     p.add_argument("model", metavar="MODEL.gguf", help="the GGUF file")
     p.add_argument("--reference", required=True, metavar="HF_DIR", help="the transformers checkpoint folder")
@@ -34,6 +36,9 @@ def add_command(commands) -> None:
     p.add_argument("--no-llama-cpp", action="store_true", help="skip section (d) even when llama-cpp-python is there")
     p.add_argument("--threads", type=positive_int, help="llama.cpp threads (default: 1)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--no-attribution", action="store_true", help="skip section (e), which patches the reference's "
+                   "values into the file's forward site by site (one forward a site)")
+    add_html_argument(p)
     p.set_defaults(func=cmd_gguf_check)
 
 
@@ -44,8 +49,11 @@ def cmd_gguf_check(args) -> int:
     check_input_file(args.model, "GGUF file")
     check_model_folder(args.reference, "--reference")
     require_dtype(args.dtype, ("float32", "float64"), "gguf-check", "its thresholds are float32's and float64's")
-    if args.json:
-        check_output_file(args.json, "--json")
+    for flag, path in (("--json", args.json), ("--html", args.html)):
+        if path:
+            check_output_file(path, flag)
+    if args.html and args.no_attribution:
+        raise UsageError("--html draws section (e): drop --no-attribution.")
     if args.prompt is not None and args.ids:
         raise UsageError("give --prompt TEXT or --ids IDS, not both.")
     ids = parse_token_ids(args.ids, "--ids") if args.ids else None
@@ -56,7 +64,11 @@ def cmd_gguf_check(args) -> int:
         ids, tokenizers_agree = _prompt_ids(args.model, args.reference, check_prompt_text(args.prompt, "--prompt"))
     report = gguf_check(args.model, args.reference, ids, length=args.length, seed=args.seed, dtype=args.dtype,
                         llama_cpp=False if args.no_llama_cpp else None, threads=args.threads)
-    print(report.text())
+    *sections, summary = report.text().splitlines()
+    print("\n".join(sections))
+    if not args.no_attribution:
+        gguf_attribution_section(args, report)
+    print(summary)  # the last line, as before
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1)
