@@ -35,13 +35,9 @@ only the GGUF key ``tokenizer.ggml.pre`` depends on it; the fixtures are evaluat
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import zlib
@@ -50,7 +46,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-import transformers
 from transformers import ArceeConfig, ArceeForCausalLM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,16 +54,17 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 from torch_reference import lifted_float32_casts, perturb_  # noqa: E402
 
-from arcee_np.oracle.llama_cpp import llama_cpp_logits, llama_cpp_version  # noqa: E402
-from llama_cpp_tools import PURE, convert, gguf_py_version, quantize, tokenizer  # noqa: E402
+from arcee_np.oracle.llama_cpp import llama_cpp_logits  # noqa: E402
+from llama_cpp_tools import PURE, convert, fixture_arguments, quantize, tokenizer, write_meta  # noqa: E402
 
 OUT = REPO / "tests" / "golden_gguf"
 SEQUENCE_LENGTH = 32
 VOCAB = 288  # 256 byte tokens, 3 special tokens, 29 merges
 
 SMALL = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=4, head_dim=16, hidden_act="relu2", max_position_embeddings=2048, initializer_range=0.15,
-             rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+             num_key_value_heads=4, head_dim=16, hidden_act="relu2", max_position_embeddings=2048,
+             initializer_range=0.15, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+             tie_word_embeddings=False)
 YARN = {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 256}
 
 # name -> (description, config overrides, dtype saved, the converter's outtype, GGUF types written)
@@ -137,26 +133,16 @@ def expected_logits(folder: Path, ids: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--converter", type=Path, required=True, help="convert_hf_to_gguf.py of a llama.cpp checkout")
-    parser.add_argument("--quantize", default="api", help="'api' (llama-cpp-python) or the path of llama-quantize")
-    parser.add_argument("--llama-cpp-commit", help="the checkout's commit (default: git rev-parse in its folder)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
+    args, commit = fixture_arguments(__doc__, OUT)
     torch.set_num_threads(1)
-    commit = args.llama_cpp_commit or subprocess.run(
-        ["git", "-C", str(args.converter.parent), "rev-parse", "--short=9", "HEAD"], capture_output=True,
-        text=True, check=True).stdout.strip()
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
     meta_cases = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, (description, overrides, save_dtype, outtype, types) in CASES.items():
             case = args.out / name
             hf = case / "hf"
             build_checkpoint(name, overrides, save_dtype, hf)
-            ids = torch.randint(3, VOCAB, (1, SEQUENCE_LENGTH), generator=torch.Generator().manual_seed(seed_of(name) + 1))
+            generator = torch.Generator().manual_seed(seed_of(name) + 1)
+            ids = torch.randint(3, VOCAB, (1, SEQUENCE_LENGTH), generator=generator)
             save_file({"input_ids": ids, **expected_logits(hf, ids)}, str(case / "expected.safetensors"))
             source = Path(scratch) / f"{name}-{outtype}.gguf"
             convert(args.converter, hf, outtype, source)
@@ -180,18 +166,7 @@ def main() -> None:
                                 "llama_cpp_logits": "flash attention off, F32 KV cache, 1 thread, no repacked "
                                                     "weight buffers; F32_flash: flash attention on"}
             print(f"{name}: {', '.join(files.values())}")
-    meta = {
-        "generator": "scripts/make_gguf_fixtures.py",
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "llama_cpp_python": llama_cpp_version(), "llama_cpp_commit": commit,
-        "gguf_py": gguf_py_version(args.converter), "python": platform.python_version(),
-        "converter": "convert_hf_to_gguf.py (pre-tokenizer hash wrapper: unknown -> gpt-2)",
-        "quantizer": "llama_model_quantize (llama-cpp-python)" if args.quantize == "api" else "llama-quantize",
-        "cases": meta_cases,
-    }
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+    write_meta(args, commit, "scripts/make_gguf_fixtures.py", "unknown -> gpt-2", meta_cases)
 
 
 if __name__ == "__main__":

@@ -248,7 +248,7 @@ def cache_tensors(cache) -> dict[str, torch.Tensor]:
             out[f"past_key_values.{i}.keys"] = layer.keys
             out[f"past_key_values.{i}.values"] = layer.values
     else:  # very old caches: key_cache / value_cache lists
-        for i, (k, v) in enumerate(zip(cache.key_cache, cache.value_cache)):
+        for i, (k, v) in enumerate(zip(cache.key_cache, cache.value_cache, strict=False)):
             out[f"past_key_values.{i}.keys"] = k
             out[f"past_key_values.{i}.values"] = v
     return out
@@ -269,3 +269,19 @@ def flatten_outputs(output) -> dict[str, torch.Tensor]:
     if cache is not None:
         flat.update(cache_tensors(cache))
     return flat
+
+
+def start_fixture_run(out) -> None:
+    """What every fixture script does first: one deterministic torch thread, quiet transformers, and a fresh
+    ``out`` folder (deleted and re-created)."""
+    import shutil
+
+    import transformers
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
