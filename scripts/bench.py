@@ -263,6 +263,11 @@ def random_ids(length, seed):
     return np.random.default_rng(seed).integers(3, SHAPE_125M["vocab_size"], (1, length)).tolist()
 
 
+# Between two sides' requests: long enough for the last side's idle BLAS and ggml threads, which spin-wait a
+# while after their work, to go to sleep and leave both cores to the next side.
+SETTLE_SECONDS = 0.3
+
+
 def timed(workers, repeats, **request):
     """Each worker answers ``request`` once to warm up, then ``repeats`` times, the workers taking turns."""
     for w in workers:
@@ -270,6 +275,7 @@ def timed(workers, repeats, **request):
     seconds = {w.side: [] for w in workers}
     for _ in range(repeats):
         for w in workers:
+            time.sleep(SETTLE_SECONDS)
             seconds[w.side].append(w.ask(**request)["seconds"])
     return {side: statistics.median(s) for side, s in seconds.items()}
 
