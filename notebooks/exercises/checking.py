@@ -55,6 +55,15 @@ class Failure(Exception):
             self.lines.append(f"hint: {hint}")
 
 
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the notebook whose cells define it, the names it asks for, and its check."""
+
+    notebook: str
+    names: tuple
+    check: object
+
+
 def check(exercise: str):
     """Turn a check body into a check: the body returns its success lines or raises Failure."""
     def decorate(body):
