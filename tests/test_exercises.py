@@ -3,6 +3,7 @@ the check's own message (never an exception), and classic wrong answers get the 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import shutil
@@ -20,15 +21,45 @@ import checks  # noqa: E402
 from solutions import (ex1_embeddings_rmsnorm as s1, ex2_rope_yarn as s2, ex3_attention as s3,  # noqa: E402
                        ex4_mlp_layer as s4, ex5_sampling_loss as s5, ex6_your_arcee as s6)
 
-SOLUTIONS = {"ex1_embeddings_rmsnorm": s1, "ex2_rope_yarn": s2, "ex3_attention": s3, "ex4_mlp_layer": s4,
-             "ex5_sampling_loss": s5, "ex6_your_arcee": s6}
+SOLUTIONS = {name: importlib.import_module(f"solutions.{name}") for name in checks.NOTEBOOKS}
 NAMES = list(checks.EXERCISES)
+CONCEPTS_WITH_EXERCISES = {"01_tour": "ex7_tour", "02_embeddings_rmsnorm": "ex1_embeddings_rmsnorm",
+                           "03_rope_yarn": "ex2_rope_yarn", "04_attention": "ex3_attention",
+                           "05_mlp_relu2": "ex4_mlp_layer", "06_generation": "ex5_sampling_loss",
+                           "07_golden_testing": "ex8_golden_testing", "08_attention_at_length": "ex9_online_softmax",
+                           "09_backprop_training": "ex10_backward", "10_quantization": "ex11_q8_0",
+                           "11_tokenization": "ex12_bpe", "12_cost_of_inference": "ex13_inference_cost",
+                           "13_long_context": "ex14_long_context"}
 
 
-def test_there_are_at_least_eleven_exercises_in_six_notebooks():
-    assert len(checks.EXERCISES) >= 11
-    assert sorted(checks.NOTEBOOKS) == sorted(SOLUTIONS)
+def test_at_least_twenty_exercises_one_notebook_for_every_concept_notebook():
+    assert len(checks.EXERCISES) >= 20
     assert sorted(p.stem for p in EXERCISES_DIR.glob("*.ipynb")) == sorted(SOLUTIONS)
+    concepts = sorted(p.stem for p in EXERCISES_DIR.parent.glob("[01][0-9]_*.ipynb"))
+    assert [c for c in concepts if c not in CONCEPTS_WITH_EXERCISES] == []
+    assert set(CONCEPTS_WITH_EXERCISES.values()) <= set(checks.NOTEBOOKS)
+
+
+def test_the_readme_lists_every_exercise_notebook_and_the_count():
+    readme = (EXERCISES_DIR / "README.md").read_text(encoding="utf-8")
+    for notebook in checks.NOTEBOOKS:
+        assert f"({notebook}.ipynb)" in readme, notebook
+    assert f"{len(checks.EXERCISES)} exercises" in readme.replace("\n", " ")
+
+
+@pytest.mark.parametrize("notebook", sorted({e.notebook for e in checks.EXERCISES.values()}))
+def test_each_exercise_notebook_is_committed_unsolved_and_executed_without_noise(notebook):
+    cells = json.loads((EXERCISES_DIR / f"{notebook}.ipynb").read_text(encoding="utf-8"))["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code), "every code cell executed"
+    for cell in code:
+        for output in cell["outputs"]:
+            text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+            assert output.get("name") != "stderr" and output.get("output_type") != "error", text
+            assert not any(path in text for path in ("/work", "/tmp", "/root", "/home")), text
+    stubs = [c for c in code if "exercise" in c["metadata"].get("tags", [])]
+    assert stubs and all("raise NotImplementedError" in "".join(c["source"]) for c in stubs)
+    assert "Next" in "".join(cells[-1]["source"])
 
 
 @pytest.mark.parametrize("name", NAMES)

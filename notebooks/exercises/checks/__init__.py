@@ -19,27 +19,49 @@ from .ex3_attention import WatchedCache, check_attention, check_kv_cache, check_
 from .ex4_mlp_layer import check_decoder_layer, check_mlp
 from .ex5_sampling_loss import FixedDraws, check_loss, check_sampling, next_token_scores
 from .ex6_your_arcee import check_forward, generate_text, greedy
+from .ex7_tour import AFM, check_count_parameters, check_first_layer_queries
+from .ex8_golden_testing import check_close, check_first_divergence
+from .ex9_online_softmax import check_online_attention, eager
+from .ex10_backward import (
+                            check_attention_backward,
+                            check_mlp_backward,
+                            check_optimizer,
+                            check_rms_norm_backward,
+                            check_train_step,
+                            gradient_trace,
+                            model64,
+                            weight_gradients,
+)
+from .ex11_q8_0 import check_dequantize_q8_0, check_quantize_q8_0, probe_blocks
+from .ex12_bpe import check_bpe, ranks, shipped_bpe, words
+from .ex13_inference_cost import cache_bytes_measured, check_forward_flops, check_kv_cache_bytes, measured_flops
+from .ex14_long_context import check_linear_inv_freq, check_ntk_theta
 from .registry import EXERCISES, NOTEBOOKS, REFERENCE, run_exercise, your_code, yours_or_reference
 from .shipped import (
-                      PADDED,
-                      TEXT,
-                      describe_ids,
-                      layer_weights,
-                      model,
-                      padded_reference,
-                      reference,
-                      shapes,
-                      softmax,
-                      token_words,
-                      tokenizer,
-                      weights,
+                            PADDED,
+                            TEXT,
+                            describe_ids,
+                            layer_weights,
+                            model,
+                            padded_reference,
+                            reference,
+                            shapes,
+                            softmax,
+                            token_words,
+                            tokenizer,
+                            weights,
 )
 
 __all__ = [
+    "AFM", "cache_bytes_measured", "check_attention_backward", "check_bpe", "check_close", "check_count_parameters",
+    "check_dequantize_q8_0", "check_first_divergence", "check_first_layer_queries", "check_forward_flops",
+    "check_kv_cache_bytes", "check_linear_inv_freq", "check_mlp_backward", "check_ntk_theta", "check_online_attention",
+    "check_optimizer", "check_quantize_q8_0", "check_rms_norm_backward", "check_train_step", "eager",
+    "gradient_trace", "measured_flops", "model64", "probe_blocks", "ranks", "shipped_bpe", "weight_gradients", "words",
     "EXERCISES", "HERE", "NOTEBOOKS", "PADDED", "REFERENCE", "TEXT", "FixedDraws", "Verdict", "WatchedCache",
     "check_apply_rope", "check_attention", "check_decoder_layer", "check_embed", "check_forward",
     "check_kv_cache", "check_loss", "check_mask", "check_mlp", "check_rms_norm", "check_rope_tables",
-    "check_sampling", "check_yarn", "describe_ids", "generate_text", "greedy", "layer_weights", "model",
+    "check_sampling", "check_yarn", "describe_ids", "tiny_reference", "generate_text", "greedy", "layer_weights", "model",
     "next_token_scores", "padded_reference", "reference", "run_exercise", "shapes", "softmax", "token_words",
     "tokenizer", "weights", "your_code", "yarn_reference", "yours_or_reference",
 ]

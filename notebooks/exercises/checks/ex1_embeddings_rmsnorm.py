@@ -8,6 +8,7 @@ import numpy as np
 from arcee_np.blocks import embed as ref_embed
 from arcee_np.blocks import rms_norm as ref_rms_norm
 from arcee_np.oracle.compare import TOLERANCES
+
 from checking import (
     EXACT,
     Exercise,

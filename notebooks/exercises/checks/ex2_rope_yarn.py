@@ -14,6 +14,7 @@ from arcee_np.blocks import yarn_attention_factor as ref_yarn_attention_factor
 from arcee_np.blocks import yarn_inv_freq as ref_yarn
 from arcee_np.oracle.compare import compare_arrays
 from arcee_np.oracle.testing import reference_trace
+
 from checking import (
     FLOAT32,
     RELATIVE,

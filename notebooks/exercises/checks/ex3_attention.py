@@ -13,6 +13,7 @@ from arcee_np.blocks import causal_padding_mask as ref_mask
 from arcee_np.model import backbone
 from arcee_np.oracle.compare import TOLERANCES
 from arcee_np.oracle.testing import reference_trace
+
 from checking import (
     FLOAT32,
     Exercise,

@@ -13,6 +13,7 @@ from arcee_np.model import StepMask
 from arcee_np.model import decoder_layer as ref_decoder_layer
 from arcee_np.oracle.compare import TOLERANCES
 from arcee_np.trace import LAYER_STAGES, trace
+
 from checking import (
     FLOAT32,
     Exercise,

@@ -12,6 +12,7 @@ from arcee_np.generation import apply_temperature as ref_temperature
 from arcee_np.generation import sample_from_scores
 from arcee_np.generation import top_k_filter as ref_top_k
 from arcee_np.generation import top_p_filter as ref_top_p
+
 from checking import (
     FLOAT32,
     Exercise,

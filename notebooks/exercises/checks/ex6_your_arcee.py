@@ -7,6 +7,7 @@ from arcee_np import KVCache as ReferenceKVCache
 from arcee_np.blocks import lm_head
 from arcee_np.model import backbone
 from arcee_np.trace import trace
+
 from checking import (
     Exercise,
     Failure,

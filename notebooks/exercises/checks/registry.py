@@ -6,14 +6,31 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import checking
 import numpy as np
+
+import checking
 from checking import missing, run_cells
 
-from . import ex1_embeddings_rmsnorm, ex2_rope_yarn, ex3_attention, ex4_mlp_layer, ex5_sampling_loss, ex6_your_arcee
+from . import (
+    ex1_embeddings_rmsnorm,
+    ex2_rope_yarn,
+    ex3_attention,
+    ex4_mlp_layer,
+    ex5_sampling_loss,
+    ex6_your_arcee,
+    ex7_tour,
+    ex8_golden_testing,
+    ex9_online_softmax,
+    ex10_backward,
+    ex11_q8_0,
+    ex12_bpe,
+    ex13_inference_cost,
+    ex14_long_context,
+)
 
 CORE = (ex1_embeddings_rmsnorm, ex2_rope_yarn, ex3_attention, ex4_mlp_layer, ex5_sampling_loss, ex6_your_arcee)
-MORE = ()
+MORE = (ex7_tour, ex8_golden_testing, ex9_online_softmax, ex10_backward, ex11_q8_0, ex12_bpe,
+        ex13_inference_cost, ex14_long_context)  # one per concept notebook of the second half, each on its own
 EXERCISES = {name: exercise for module in CORE + MORE for name, exercise in module.EXERCISES.items()}
 REFERENCE = {name: code for module in CORE + MORE for name, code in module.REFERENCE.items()}
 NOTEBOOKS = list(dict.fromkeys(e.notebook for e in EXERCISES.values()))
@@ -38,7 +55,7 @@ def _your_code(notebook: str, state: tuple) -> dict:
                and CORE_NOTEBOOKS.index(e.notebook) < CORE_NOTEBOOKS.index(notebook) for name in e.names]
     namespace = {"np": np, "math": math, "__name__": f"your_{notebook}"}
     if earlier:
-        namespace.update(zip(earlier, yours_or_reference(*earlier, quiet=True)))
+        namespace.update(zip(earlier, yours_or_reference(*earlier, quiet=True), strict=True))
     return run_cells(notebook, namespace)
 
 
