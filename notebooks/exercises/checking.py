@@ -115,6 +115,9 @@ def _hint_for_exception(err: BaseException) -> str | None:
     if "could not be broadcast" in text:
         return ("two arrays do not line up: print their .shape; an axis of size 1 (x[:, None]) makes one "
                 "broadcast over the other.")
+    if "concatenation axis" in text:
+        return ("np.concatenate joins along `axis` and needs every other axis equal: print both shapes. A KV cache "
+                "joins the positions, axis 2 of [B, KV, T, hd]: np.concatenate([past, new], axis=2).")
     if isinstance(err, (IndexError, KeyError)):
         return "print the shapes (and the keys) of what you index."
     return None

@@ -7,10 +7,11 @@ import math
 import numpy as np
 from arcee_np.blocks import embed as ref_embed
 from arcee_np.blocks import rms_norm as ref_rms_norm
-from arcee_np.oracle.compare import TOLERANCES
+from arcee_np.oracle.compare import TOLERANCES, compare_arrays
 
 from checking import (
     EXACT,
+    FLOAT32,
     Exercise,
     Failure,
     against_array,
@@ -54,22 +55,23 @@ def check_rms_norm(rms_norm):
     out = array(call(rms_norm, "rms_norm", checked, x, w, eps), "rms_norm", checked, x.shape, "[B, T, D]", hint)
 
     def mistakes():
-        rms = np.sqrt(np.mean(x * x, -1, keepdims=True) + eps)
-        centred = x - x.mean(-1, keepdims=True)
-        return first_match(out, {
-            "you multiplied by 1 + weight (Gemma stores weight - 1); Arcee multiplies by the weight as stored":
-                (1 + w) * x / rms,
-            "you subtracted the mean: that is LayerNorm; RMSNorm subtracts nothing": w * centred / np.sqrt(
-                np.mean(centred * centred, -1, keepdims=True) + eps),
-            "you forgot to multiply by the weight": x / rms,
-            "you divided by sqrt(sum(x**2)); RMSNorm divides by sqrt(mean(x**2) + eps)":
-                w * x / np.sqrt(np.sum(x * x, -1, keepdims=True) + eps),
-            "you averaged over the tokens (axis 1); average over the features (axis=-1)":
-                w * x / np.sqrt(np.mean(x * x, 1, keepdims=True) + eps),
-            "you multiplied by the root mean square instead of dividing by it": w * x * rms,
-        }, ref["layers.2.input_norm"])
+        return first_match(out, rms_norm_mistakes(x, w, eps), ref["layers.2.input_norm"])
 
     err = against_trace({"layers.1.out": x, "layers.2.input_norm": out}, ref, checked, mistakes, hint)
+
+    small = small_rows(x)
+    checked_small = (f"rms_norm on a batch of 2 x 4 rows whose root mean square is 1e-4, 1e-3, 0 (a zero row) and 1 "
+                     f"(float32; below sqrt(eps) = {eps ** 0.5:.1e}, eps decides the result)")
+    with np.errstate(all="ignore"):
+        got = array(call(rms_norm, "rms_norm", checked_small, small, w, eps), "rms_norm", checked_small, small.shape,
+                    "[B, T, D]", hint)
+    want = np.asarray(ref_rms_norm(small, w, eps))
+    row = compare_arrays(got, want, FLOAT32, "rms_norm(small rows)")
+    if row.failed:
+        bad_rows = [f"row ({b}, {t}) (rms {float(np.sqrt(np.mean(small[b, t] ** 2))):.1e})"
+                    for b, t in np.argwhere(~np.isclose(got, want, rtol=1e-5, atol=1e-4).all(-1))]
+        raise Failure(checked_small, f"{', '.join(bad_rows[:4])} differ: {row.describe()} (your value vs arcee_np's)",
+                      first_match(got, rms_norm_mistakes(small, w, eps), want), hint)
 
     x16 = (x * (1000.0 / np.abs(x).max())).astype(np.float16)                     # |x| up to 1000: x**2 > 65504
     w16 = w.astype(np.float16)
@@ -87,7 +89,48 @@ def check_rms_norm(rms_norm):
     against_array(out16, expected16, "rms_norm(float16 x)", checked16, TOLERANCES["float16"],
                   "x * x overflowed float16 (its largest finite number is 65504), so the root mean square became "
                   "inf and the output 0" if overflowed else None, hint16)
-    return [f"checked: {checked} (max abs error {fmt(err)}), and float16 input past 256 (no overflow)"]
+    return [f"checked: {checked} (max abs error {fmt(err)}), rows whose root mean square is below sqrt(eps) and a "
+            f"zero row, and float16 input past 256 (no overflow)"]
+
+
+SMALL_RMS = (1e-4, 1e-3, 0.0, 1.0)   # the root mean squares of the probe rows: below sqrt(eps), zero, ordinary
+
+
+def small_rows(x):
+    """[2, 4, D] float32: rows of real activations rescaled to each root mean square of SMALL_RMS (a zero row)."""
+    rows = x[0, :8].astype(np.float64)
+    rows = rows / np.sqrt(np.mean(rows * rows, -1, keepdims=True))
+    scale = np.array(SMALL_RMS * 2)[:, None]
+    return (rows * scale).reshape(2, 4, -1).astype(np.float32)
+
+
+def rms_norm_mistakes(x, w, eps) -> dict:
+    """{the classic mistake: the result it gives on x}; first_match keeps those that differ from the right one."""
+    with np.errstate(all="ignore"):
+        x = x.astype(np.float32)
+        mean_square = np.mean(x * x, -1, keepdims=True)
+        rms = np.sqrt(mean_square + eps)
+        centred = x - x.mean(-1, keepdims=True)
+        return {
+            "you left out eps: y = w * x / sqrt(mean(x**2) + eps) (eps decides rows whose rms is below sqrt(eps), and "
+            "keeps a zero row from 0 / 0)": w * x / np.sqrt(mean_square),
+            "you added eps outside the square root: y = w * x / sqrt(mean(x**2) + eps), not / (sqrt(mean(x**2)) + "
+            "eps)": w * x / (np.sqrt(mean_square) + eps),
+            "you divided by sqrt(mean(x) + eps), the mean of x; RMSNorm takes the mean of its squares":
+                w * x / np.sqrt(np.mean(x, -1, keepdims=True) + eps),
+            "you divided by mean(|x|) + eps; RMSNorm divides by the root of the mean square, sqrt(mean(x**2) + eps)":
+                w * x / (np.mean(np.abs(x), -1, keepdims=True) + eps),
+            "you multiplied by 1 + weight (Gemma stores weight - 1); Arcee multiplies by the weight as stored":
+                (1 + w) * x / rms,
+            "you subtracted the mean: that is LayerNorm; RMSNorm subtracts nothing": w * centred / np.sqrt(
+                np.mean(centred * centred, -1, keepdims=True) + eps),
+            "you forgot to multiply by the weight": x / rms,
+            "you divided by sqrt(sum(x**2)); RMSNorm divides by sqrt(mean(x**2) + eps)":
+                w * x / np.sqrt(np.sum(x * x, -1, keepdims=True) + eps),
+            "you averaged over the tokens (axis 1); average over the features (axis=-1)":
+                w * x / np.sqrt(np.mean(x * x, 1, keepdims=True) + eps),
+            "you multiplied by the root mean square instead of dividing by it": w * x * rms,
+        }
 
 
 

@@ -152,9 +152,11 @@ def check_yarn(yarn_inv_freq, yarn_attention_factor):
     cos, sin = rope_cos_sin(positions, inv.astype(np.float32), float(scale), xp.float32)
     q = ref["layers.0.attn.q"]
     expected = np.asarray(ref_yarn(hd, theta, scaling, xp, xp.float32)[0])
+    frequencies_agree = not compare_arrays(inv, expected, RELATIVE).failed
     err = against_trace({"layers.0.attn.q": q, "layers.0.attn.q_rope": ref_apply_rope(q, cos, sin)}, ref, checked,
-                        lambda: "; ".join(x for x in _yarn_diagnosis(inv, expected, hd, theta, scaling, 32.0, 1.0)
-                                          if x), hint)
+                        lambda: _factor_mistake(scale, factor) if frequencies_agree else "; ".join(
+                            x for x in _yarn_diagnosis(inv, expected, hd, theta, scaling, 32.0, 1.0) if x),
+                        FACTOR_HINT if frequencies_agree else hint)
     for hd_, theta_, factor_, original_, beta_fast, beta_slow, what in YARN_CASES:
         checked = (f"yarn_inv_freq({hd_}, {theta_:g}, {factor_:g}, {original_}, beta_fast={beta_fast:g}, "
                    f"beta_slow={beta_slow:g}) ({what})")
@@ -167,15 +169,37 @@ def check_yarn(yarn_inv_freq, yarn_attention_factor):
         if compare_arrays(inv, expected, RELATIVE).failed:
             raise Failure(checked, *_yarn_diagnosis(inv, expected, hd_, theta_, scaling, beta_fast, beta_slow)[:2],
                           hint)
-    for factor_ in (1.0, 4.0, 20.0):
-        checked = f"yarn_attention_factor({factor_:g})"
+    for factor_ in (1.0, 4.0, 20.0, 0.5):
+        checked = f"yarn_attention_factor({factor_:g})" + (" (a factor below 1 does not stretch)" if factor_ < 1 else "")
         got = call(yarn_attention_factor, "yarn_attention_factor", checked, factor_)
         want = ref_yarn_attention_factor({"factor": factor_})
         if not isinstance(got, (int, float, np.floating)) or not math.isclose(float(got), want, rel_tol=1e-6):
-            raise Failure(checked, f"returned {got!r}, expected {want:.6g}",
-                          hint="0.1 * ln(factor) + 1 for factor > 1, and 1 for factor <= 1 (plain RoPE)")
+            raise Failure(checked, f"returned {got!r}, expected {want:.6g}", _factor_mistake(got, factor_),
+                          FACTOR_HINT)
     return [f"checked: q after RoPE on the shipped model with YaRN in its config (max abs error {fmt(err)}); "
             f"yarn_inv_freq for {', '.join(c[-1] for c in YARN_CASES)}; yarn_attention_factor"]
+
+
+FACTOR_HINT = ("the frequencies are right; the attention factor multiplies cos and sin: 0.1 * ln(factor) + 1 (the "
+               "natural log, math.log) for factor > 1, and 1 for factor <= 1")
+
+
+def _factor_mistake(got, factor) -> str | None:
+    """The classic slip of yarn_attention_factor that gives ``got`` for ``factor``, if one does."""
+    if not isinstance(got, (int, float, np.floating)) or factor == 1:
+        return None
+    variants = {
+        "you used log10; the factor uses the natural log: 0.1 * math.log(factor) + 1": 0.1 * math.log10(factor) + 1,
+        "you used log2; the factor uses the natural log: 0.1 * math.log(factor) + 1": 0.1 * math.log2(factor) + 1,
+        "you left out the + 1: 0.1 * ln(factor) + 1": 0.1 * math.log(factor),
+        "you left out the 0.1: 0.1 * ln(factor) + 1": math.log(factor) + 1,
+        "a factor <= 1 does not stretch: return 1 there (0.1 * ln(factor) + 1 only for factor > 1)":
+            0.1 * math.log(factor) + 1 if factor < 1 else None,
+        "you returned the square root of the factor's scale; transformers applies 0.1 * ln(factor) + 1 itself, "
+        "not its square root": math.sqrt(0.1 * math.log(factor) + 1) if factor > 1 else None,
+    }
+    return next((m for m, v in variants.items() if v is not None and math.isclose(float(got), v, rel_tol=1e-6)),
+                None)
 
 
 def _yarn_diagnosis(inv, expected, hd, theta, scaling, beta_fast, beta_slow):

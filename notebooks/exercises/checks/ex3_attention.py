@@ -137,6 +137,7 @@ def check_attention(attention):
                     softmax(raw * hd ** -0.5),
                 "your softmax runs over the queries (axis -2); it runs over the keys (axis -1)":
                     softmax(raw * hd ** -0.5 + m, axis=-2),
+                "you added the mask after the softmax; add it to the scores before": softmax(raw * hd ** -0.5) + m,
             }, expected)
             merged_wrong = (expected @ vv).reshape(B, T, H * hd)
             return found or first_match(context, {
@@ -147,9 +148,53 @@ def check_attention(attention):
         errors.append(against_trace({"layers.0.attn.q_rope": q, "layers.0.attn.k_rope": k, "layers.0.attn.v": v,
                                      "layers.0.attn.probs": probs, "layers.0.attn.context": context}, ref, checked,
                                     mistakes, hint, valid))
+    probes = [_attention_probe(attention, *case, hint) for case in _attention_probes()]
     return [f"checked: layer 0's attention probabilities and context on the shipped model (8 query heads sharing 2 "
-            f"KV heads, with and without padding) and on a random model with 4 and 1 KV heads "
-            f"(max abs error {fmt(max(errors))})"]
+            f"KV heads, with and without padding) and on a random model with 4 and 1 KV heads (max abs error "
+            f"{fmt(max(errors))}), then huge scores, rows that may see no key, and float16 scores past exp's overflow "
+            f"(max abs error {fmt(probes[-1])} in float16)"]
+
+
+def _attention_probes():
+    """(q, k, v, mask, tolerance, what): inputs where a shortcut of the formula shows, every row compared."""
+    ref = reference()
+    q, k, v = ref["layers.0.attn.q_rope"], ref["layers.0.attn.k_rope"], ref["layers.0.attn.v"]
+    T = q.shape[2]
+    causal32 = np.asarray(ref_mask(np.ones((1, T), dtype=np.int64), T, np.float32))
+    yield q * 40, k, v, causal32, TOLERANCES["float32"], "q 40 times larger: scores up to several hundred (exp " \
+        "overflows float32 past 88)"
+    key_mask = np.ones((1, T), dtype=np.int64)
+    key_mask[:, :3] = 0                                            # keys 0-2 padding: queries 0-2 see no key
+    mask = np.asarray(ref_mask(key_mask, T, np.float32))
+    yield q, k, v, mask, TOLERANCES["float32"], ("keys 0 to 2 masked as padding, so queries 0 to 2 may see no key "
+                                                 "(every row compared: eager attention makes such a row uniform)")
+    causal = np.asarray(ref_mask(np.ones((1, T), dtype=np.int64), T, np.float16))
+    yield ((q * 6).astype(np.float16), k.astype(np.float16), v.astype(np.float16), causal, TOLERANCES["float16"],
+           "float16 q, k, v with scores up to about 100 (exp overflows float16 past 11)")
+
+
+def _attention_probe(attention, q, k, v, mask, tolerance, what, hint):
+    B, H, T, hd = q.shape
+    checked = f"attention(q, k, v, mask) on layer 0 of the shipped model, {what}"
+    with np.errstate(all="ignore"):
+        context, probs = pair(call(attention, "attention", checked, q, k, v, mask), "attention", checked,
+                              "(context, probs)")
+    probs = array(probs, "attention(...)[1] (probs)", checked, (B, H, T, k.shape[2]), "[B, H, T, S]", hint)
+    context = array(context, "attention(...)[0] (context)", checked, (B, T, H * hd), "[B, T, H*hd]", hint)
+    want_context, want_probs = (np.asarray(a) for a in ref_attention(q, k, v, mask, hd ** -0.5))
+
+    def looks():
+        if np.all(np.isfinite(probs)):
+            return None
+        if q.dtype == np.float16:
+            return ("exp overflowed float16 (past 11.09): compute the softmax in float32 and subtract each row's "
+                    "maximum before exp, then cast the probabilities back to q.dtype")
+        if "larger" in what:
+            return "exp overflowed: subtract each row's maximum from its scores before exp (the softmax is unchanged)"
+        return ("rows whose keys are all masked came out NaN: add the mask (finfo.min, a finite number) to the scores "
+                "rather than setting masked scores to -inf, so such a row's softmax stays finite (uniform)")
+    err = against_array(probs, want_probs, "probs", checked, tolerance, looks, hint)
+    return max(err, against_array(context, want_context, "context", checked, tolerance, looks, hint))
 
 
 def _attention_cases():
@@ -234,7 +279,11 @@ class WatchedCache:
         for got, what in ((got_k, "keys"), (got_v, "values")):
             if got.shape != expected:
                 looks = None
-                if got.shape[2] == keys.shape[2] and past:
+                grown = [axis for axis in range(min(len(got.shape), 4)) if got.shape[axis] > keys.shape[axis]]
+                if len(got.shape) == 4 and past and grown and grown != [2]:
+                    looks = (f"you concatenated along axis {grown[0]}; the positions are axis 2 of [B, KV, T, hd]: "
+                             f"np.concatenate([past, new], axis=2)")
+                elif len(got.shape) == 4 and got.shape[2] == keys.shape[2] and past:
                     looks = "update returns only this step's positions; it must return the past ones too"
                 elif len(got.shape) == 4 and got.shape[2] > expected[2]:
                     looks = "the layers share one store: keep a separate list for each layer (index by `layer`)"

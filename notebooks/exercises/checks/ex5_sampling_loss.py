@@ -24,7 +24,7 @@ from checking import (
     first_match,
 )
 
-from .shipped import describe_ids, model, reference, softmax, token_words, tokenizer
+from .shipped import describe_ids, model, padded_reference, reference, softmax, token_words, tokenizer
 
 
 # ---------------------------------------------------------------------------------------------- 11 sampling
@@ -51,6 +51,17 @@ def check_sampling(apply_temperature, top_k_filter, top_p_filter, draw, sample_n
                     "[B, V]")
         _kept_set(got, np.asarray(ref_top_p(scores, p)), scores, checked,
                   f"the smallest set of most likely tokens whose probability reaches {p}", p)
+    ties = np.array([[3, 1, 2, 2, 2, 0, -1, 2], [1, 1, 1, 1, 1, 1, 1, 1]], dtype=np.float32)
+    checked = f"top_k_filter(scores, 2) on scores {ties.tolist()} (the 2nd largest ties: every tie stays)"
+    got = array(call(top_k_filter, "top_k_filter", checked, ties.copy(), 2), "top_k_filter", checked, ties.shape,
+                "[B, V]")
+    _kept_set(got, np.asarray(ref_top_k(ties, 2)), ties, checked, "the 2 largest scores of each row, ties included")
+    checked = (f"top_p_filter(scores, 0.75) on scores {ties.tolist()[1:]} (8 equal tokens, 1/8 each: 6 of them reach "
+               f"0.75 exactly; among equal scores the lower token id counts as more likely)")
+    got = array(call(top_p_filter, "top_p_filter", checked, ties[1:].copy(), 0.75), "top_p_filter", checked,
+                ties[1:].shape, "[B, V]")
+    _kept_set(got, np.asarray(ref_top_p(ties[1:], 0.75)), ties[1:], checked,
+              "the smallest set of most likely tokens whose probability reaches 0.75 (ties: lower ids first)", 0.75)
     filtered = np.asarray(ref_top_k(scores, 50))
     for u in (0.0, 0.05, 0.3, 0.5, 0.77, 0.999):
         us = np.array([u, 1 - u if u > 0 else 0.5])
@@ -67,14 +78,15 @@ def check_sampling(apply_temperature, top_k_filter, top_p_filter, draw, sample_n
         us = np.array([0.42, 0.87])
         checked = f"sample_next(scores, temperature={t}, top_k={k}, top_p={p}, u={us.tolist()}) on {words}"
         got = np.asarray(call(sample_next, "sample_next", checked, scores, t, k, p, us)).reshape(-1)
-        want = _reference_sample(scores, t, k, p, us)
+        want = reference_sample(scores, t, k, p, us)
         if not np.array_equal(got, want):
             raise Failure(checked, f"sample_next gave {got.tolist()}, expected {want.tolist()} ({token_words(want)})",
                           _order_mistake(got, scores, t, k, p, us),
                           "apply the steps in transformers' order: temperature, then top-k (0: off), then top-p "
                           "(1.0: off), then draw")
     return ["checked: temperature, top-k, top-p, the draw and the whole sampling step on the shipped model's "
-            f"next-token scores ({V} tokens, 2 rows): same kept tokens, same draws"]
+            f"next-token scores ({V} tokens, 2 rows), and on tied scores at top-k's and top-p's thresholds: same kept "
+            f"tokens, same draws"]
 
 
 class FixedDraws:
@@ -87,7 +99,7 @@ class FixedDraws:
         return self.u[:n]
 
 
-def _reference_sample(scores, t, k, p, u):
+def reference_sample(scores, t, k, p, u):
     s = np.asarray(ref_temperature(scores, t))
     if k > 0:
         s = np.asarray(ref_top_k(s, k))
@@ -168,7 +180,13 @@ def check_loss(log_softmax, causal_lm_loss):
     checked = f"log_softmax(logits) on the shipped model's logits for {describe_ids(ids)}"
     hint = "log_softmax(s) = s - max(s) - log(sum(exp(s - max(s)))) over the last axis"
     got = array(call(log_softmax, "log_softmax", checked, logits), "log_softmax", checked, logits.shape, "[B, T, V]")
-    against_array(got, ref_log_softmax(logits), "log_softmax", checked, FLOAT32, hint=hint)
+    against_array(got, ref_log_softmax(logits), "log_softmax", checked, FLOAT32, lambda: first_match(got, {
+        "you took the log-softmax over the tokens (axis 1); it runs over the vocabulary (the last axis)":
+            np.asarray(ref_log_softmax(np.swapaxes(logits, 1, 2))).swapaxes(1, 2),
+        "you returned the softmax itself; take its log": np.exp(np.asarray(ref_log_softmax(logits))),
+        "you left out the log of the sum: log_softmax(s) = s - max(s) - log(sum(exp(s - max(s))))":
+            logits - logits.max(-1, keepdims=True),
+    }), hint)
     hot = logits * np.float32(100)
     checked_hot = f"log_softmax of logits up to {float(np.abs(hot).max()):.0f} (exp overflows float32 past 88)"
     with np.errstate(all="ignore"):
@@ -183,8 +201,15 @@ def check_loss(log_softmax, causal_lm_loss):
     T = ids.shape[1]
     labels_ignored = ids.copy()
     labels_ignored[:, : T // 2] = -100
-    for labels, what in ((ids, "labels = input_ids"), (labels_ignored, f"the first {T // 2} labels -100")):
-        checked = f"causal_lm_loss(logits, labels) on {describe_ids(ids)}, {what}"
+    padded = padded_reference()
+    pad_mask = padded.inputs["attention_mask"]
+    pad_labels = np.where(pad_mask == 1, padded.inputs["input_ids"], -100)   # padding is not scored
+    cases = ((logits, ids, describe_ids(ids) + ", labels = input_ids"),
+             (logits, labels_ignored, describe_ids(ids) + f", the first {T // 2} labels -100"),
+             (padded["logits"], pad_labels, f"a batch of 2 left-padded lines with {int(pad_mask[0].sum())} and "
+              f"{int(pad_mask[1].sum())} tokens, the padding labelled -100"))
+    for logits, labels, what in cases:
+        checked = f"causal_lm_loss(logits, labels) on {what}"
         got = call(causal_lm_loss, "causal_lm_loss", checked, logits, labels)
         value = array(got, "causal_lm_loss", checked)
         if value.size != 1:
@@ -197,30 +222,43 @@ def check_loss(log_softmax, causal_lm_loss):
                           _loss_mistake(float(value), logits, labels), hint)
     out = model()(ids, labels=ids)
     return [f"checked: log_softmax (also on huge logits) and the loss on {describe_ids(ids)}, with and without "
-            f"ignored labels: {float(out.loss):.4f} nats per token, as model(ids, labels=ids).loss"]
+            f"ignored labels, and on a padded batch of 2 lines of different lengths: {float(out.loss):.4f} nats per "
+            f"token on the first, as model(ids, labels=ids).loss"]
 
 
 def _loss_mistake(value, logits, labels):
     logp = np.asarray(ref_log_softmax(logits.astype(np.float32)))
     V = logits.shape[-1]
 
-    def nll(lp, lab, ignore=True):
+    def nll(lp, lab, ignore=True, wrap=False):
         keep = lab != -100 if ignore else np.ones(lab.shape, dtype=bool)
-        picked = np.take_along_axis(lp, np.clip(lab, 0, V - 1)[..., None], -1)[..., 0]
+        index = np.where(lab < 0, lab + V, lab) if wrap else np.clip(lab, 0, V - 1)
+        picked = np.take_along_axis(lp, index[..., None], -1)[..., 0]
         return -picked[keep]
 
     shifted = nll(logp[:, :-1], labels[:, 1:])
+    counted = labels[:, 1:] != -100
+    per_sequence = [nll(logp[b:b + 1, :-1], labels[b:b + 1, 1:]) for b in range(len(labels))]
     candidates = {
         "you scored each position against its own token; position t predicts token t + 1 (shift by one)":
             nll(logp, labels).mean(),
         "you summed the losses; take the mean over the counted tokens": shifted.sum(),
-        "you counted the -100 labels; leave them out": nll(logp[:, :-1], labels[:, 1:], ignore=False).mean(),
+        "you counted the -100 labels as tokens (logp[..., -100] is the 100th token from the end): leave them out":
+            nll(logp[:, :-1], labels[:, 1:], ignore=False, wrap=True).mean(),
+        "you counted the -100 labels as tokens: leave them out of the sum and of the count":
+            nll(logp[:, :-1], labels[:, 1:], ignore=False).mean(),
         "you divided by every position, ignored ones included": shifted.sum() / labels[:, 1:].size,
+        "you averaged each sequence, then the sequences; the mean is over all counted tokens of the batch":
+            np.mean([x.mean() for x in per_sequence if x.size]) if counted.any(1).all() and len(labels) > 1
+            else math.nan,
+        "you divided the sum by the batch size; divide by the number of counted tokens":
+            shifted.sum() / len(labels) if len(labels) > 1 else math.nan,
         "your loss is in bits (log2); use the natural log (nats)": shifted.mean() / math.log(2),
     }
-    return next((m for m, c in candidates.items() if math.isclose(value, float(c), rel_tol=1e-5)), None)
-
-
+    want = shifted.mean()
+    return next((m for m, c in candidates.items()
+                 if not math.isclose(want, float(c), rel_tol=1e-5) and math.isclose(value, float(c), rel_tol=1e-5)),
+                None)
 
 
 EXERCISES = {  # the exercises of this notebook: the names each asks for, its check
@@ -233,7 +271,7 @@ REFERENCE = {  # arcee_np's code behind each name, in the exercises' signatures
     "top_k_filter": ref_top_k,
     "top_p_filter": ref_top_p,
     "draw": lambda scores, u: sample_from_scores(np.asarray(scores), FixedDraws(u)),
-    "sample_next": _reference_sample,
+    "sample_next": reference_sample,
     "log_softmax": ref_log_softmax,
     "causal_lm_loss": ref_causal_lm_loss,
 }

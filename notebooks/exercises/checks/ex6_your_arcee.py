@@ -19,6 +19,7 @@ from checking import (
     fmt,
 )
 
+from .ex5_sampling_loss import reference_sample
 from .shipped import describe_ids, model, reference, token_words, tokenizer, weights
 
 
@@ -101,10 +102,38 @@ def generate_text(arcee_forward, KVCache, sample_next, prompt="ROMEO:\n", max_ne
                          top_p=top_p, repetition_penalty=1.0, seed=seed)[0, ids.shape[1]:]
     text = tok.decode(list(ids[0]) + tokens, skip_special_tokens=True)
     same = np.array_equal(np.array(tokens), want[:len(tokens)]) and len(tokens) == len(want)
-    lines = [f"wrote: {text!r}",
-             "equal to arcee_np's generate with the same seed, token for token" if same else
-             "differs from arcee_np's generate with the same seed (your draws or your logits differ somewhere)"]
-    return Verdict("your Arcee", same, lines)
+    if same:
+        return Verdict("your Arcee", True, [f"wrote: {text!r}",
+                                            "equal to arcee_np's generate with the same seed, token for token"])
+    return Verdict("your Arcee", False, [f"wrote: {text!r}", *_where_generation_differs(
+        arcee_forward, sample_next, ids, tokens, want, (temperature, top_k, top_p), seed)])
+
+
+def _where_generation_differs(arcee_forward, sample_next, prompt, tokens, want, settings, seed) -> list[str]:
+    """Why your text differs from generate's: the forward's check first (it names the first diverging tensor),
+    then your sampling step on arcee_np's own scores at the first token that differs."""
+    n = next((i for i, (a, b) in enumerate(zip(tokens, want, strict=False)) if a != b), min(len(tokens), len(want)))
+    head = (f"differs from arcee_np's generate with the same seed: the tokens agree for {n} steps, then yours is "
+            f"{token_words(tokens[n:n + 1]) or 'the end'} where arcee_np's is {token_words(want[n:n + 1]) or 'the end'}")
+    forward = check_forward(arcee_forward)
+    if not forward.passed:
+        return [head, "your forward is where (check_forward):", *forward.lines]
+    context = np.concatenate([prompt[0], np.asarray(want[:n], dtype=prompt.dtype)])[None]
+    scores = np.asarray(model()(context).logits[:, -1], dtype=np.float32)
+    u = np.random.default_rng(seed).random(n + 1)[n:n + 1]
+    expected = reference_sample(scores, *settings, u)
+    checked = f"sample_next(scores, {', '.join(map(str, settings))}, u) on arcee_np's scores at step {n}"
+    try:
+        got = np.asarray(call(sample_next, "sample_next", checked, scores, *settings, u)).reshape(-1)
+    except Failure as failure:
+        return [head, *failure.lines]
+    if not np.array_equal(got, expected):
+        return [head, f"where: your forward passes its check; your sample_next gives {token_words(got)} on arcee_np's "
+                f"own scores at step {n}, where arcee_np's sampling gives {token_words(expected)}",
+                "hint: run check_sampling on your sampling functions (ex5_sampling_loss)"]
+    return [head, "where: your forward passes its check and your sample_next agrees at that step: the uniforms differ "
+            "(draw one u per step from numpy.random.default_rng(seed), as generate does) or the cache feeds the wrong "
+            "positions"]
 
 
 def _eos_ids():
