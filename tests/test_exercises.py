@@ -18,8 +18,12 @@ sys.path.insert(0, str(EXERCISES_DIR))
 
 import checking  # noqa: E402
 import checks  # noqa: E402
-from solutions import (ex1_embeddings_rmsnorm as s1, ex2_rope_yarn as s2, ex3_attention as s3,  # noqa: E402
-                       ex4_mlp_layer as s4, ex5_sampling_loss as s5, ex6_your_arcee as s6)
+from solutions import ex1_embeddings_rmsnorm as s1  # noqa: E402
+from solutions import ex2_rope_yarn as s2
+from solutions import ex3_attention as s3
+from solutions import ex4_mlp_layer as s4
+from solutions import ex5_sampling_loss as s5
+from solutions import ex6_your_arcee as s6
 
 SOLUTIONS = {name: importlib.import_module(f"solutions.{name}") for name in checks.NOTEBOOKS}
 NAMES = list(checks.EXERCISES)

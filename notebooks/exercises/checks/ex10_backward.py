@@ -355,12 +355,19 @@ def _adam_mistakes(p, g, m, v, t):
         "eps is inside the square root; it is added after it: sqrt(v_hat) + eps": adam(p, g, eps_inside=True),
         "you left out the weight decay": adam(p, g, decay=False),
         "you decayed by weight_decay alone; it is lr * weight_decay: p *= 1 - lr * wd": adam(p, g, decay=False) - p * wd,
-        "your step counter starts at 0 (bias correction with t - 1)": _adam_t(p, g, m, v, t + 1),
+        "your step counter starts at 0: the bias correction is 1 - b**t with t = 1 at the first step (1 - b**0 = 0 "
+        "divides by zero)": _adam_from_zero(p, g, m, v, t),
     }
 
 
-def _adam_t(p, g, m, v, t):
-    return ref_adamw_update(p, g, m, v, t, **ADAM)[0]
+def _adam_from_zero(p, g, m, v, t):
+    """AdamW with the step counted from 0 (t - 1 in the bias correction), in NumPy so that t - 1 = 0 gives inf/NaN."""
+    lr, (b1, b2), eps, wd = ADAM["lr"], ADAM["betas"], ADAM["eps"], ADAM["weight_decay"]
+    with np.errstate(all="ignore"):
+        mm, vv = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        m_hat = mm / np.float64(1 - b1 ** (t - 1))
+        v_hat = vv / np.float64(1 - b2 ** (t - 1))
+        return p * (1 - lr * wd) - lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
 @check("train_step")

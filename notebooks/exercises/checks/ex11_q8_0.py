@@ -98,8 +98,8 @@ def _quantize_mistake(got, x):
             "you truncated toward zero (astype(int8)) instead of rounding": _encode(d, np.trunc(y)),
             "your scale uses max(x), not max(|x|): a block whose largest magnitude is negative overflows":
                 _encode(signed_max, np.clip(away(x / signed_max), -128, 127)),
-            "you divided by 128; Q8_0 uses 127 (q spans -127 .. 127)": _encode(absmax / np.float32(128),
-                                                                              away(x * (np.float32(128) / absmax))),
+            "you divided by 128; Q8_0 uses 127 (q spans -127 .. 127)": _encode(absmax / np.float32(128), np.clip(away(
+                x * np.where(absmax == 0, 0, np.float32(1) / (absmax / np.float32(128))).astype(np.float32)), -128, 127)),
             "you scaled by the float16-rounded d; ggml rounds x * (1 / d) with the float32 d and stores d as float16 "
             "afterwards": _encode(d, away(x * np.where(d16 == 0, 0, 1 / d16).astype(np.float32))),
         }

@@ -53,7 +53,7 @@ def check_kv_cache_bytes(kv_cache_bytes):
         checked = f"kv_cache_bytes(config, batch={b}, tokens={t}, bytes_per_value={bytes_per}) for {what}"
         got = call(kv_cache_bytes, "kv_cache_bytes", checked, config, b, t, bytes_per)
         if not isinstance(got, (int, float, np.integer, np.floating)) or got != want:
-            looks = next((m for m, n in _kv_mistakes(config, b, t, bytes_per).items() if n != want and n == got), None)
+            looks = "; or ".join(m for m, n in _kv_mistakes(config, b, t, bytes_per).items() if n != want and n == got)
             raise Failure(checked, f"returned {got!r}; expected {want:,} bytes", looks, hint)
     return [f"checked: against the keys and values a real KVCache holds after a prefill ({measured:,} bytes) and "
             f"AFM-4.5B's cache at 64k tokens ({cases[1][4] / 2**30:.1f} GiB in bfloat16)"]
@@ -121,7 +121,7 @@ def check_forward_flops(forward_flops):
         want = measured_flops(config, tokens, past)
         if not isinstance(got, (int, float, np.integer, np.floating)) or not math.isclose(float(got), want,
                                                                                           rel_tol=1e-12):
-            looks = next((m for m, n in _flop_mistakes(config, tokens, past).items() if n != want and n == got), None)
+            looks = "; or ".join(m for m, n in _flop_mistakes(config, tokens, past).items() if n != want and n == got)
             raise Failure(checked, f"returned {got!r}; the products of a forward with these shapes add up to "
                           f"{want:,} FLOPs", looks, hint)
     return ["checked: forward_flops for a prefill and a decode step of the shipped model and for a small model whose "

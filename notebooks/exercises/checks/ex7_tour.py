@@ -67,7 +67,7 @@ def check_count_parameters(count_parameters):
         got = call(count_parameters, "count_parameters", checked, config)
         want = _true_count(config)
         if not isinstance(got, (int, np.integer)) or int(got) != want:
-            looks = next((m for m, n in _count_mistakes(config).items() if n != want and got == n), None)
+            looks = "; or ".join(m for m, n in _count_mistakes(config).items() if n != want and got == n)
             raise Failure(checked, f"returned {got!r}; the model holds {want:,} numbers "
                           f"(ArceeForCausalLM.num_parameters(){' of a model built from it' if want < 1e8 else ''})",
                           looks, hint)

@@ -92,7 +92,8 @@ def _divergence_cases():
             return x
         return change
     yield {}, "an unchanged trace"
-    yield {"layers.2.mlp.act": nudge(1.0), "layers.3.out": nudge(5.0)}, "layers.2.mlp.act and layers.3.out changed"
+    yield {"layers.1.out": nudge(1.0), "layers.2.mlp.act": nudge(1.0), "layers.3.out": nudge(5.0)}, \
+        "layers.1.out, layers.2.mlp.act and layers.3.out changed"
     yield {"layers.1.attn.probs": nudge(2e-5), "layers.1.post_norm": nudge(1.0)}, \
         "a change below the tolerance in layers.1.attn.probs, then a real one"
     yield {"layers.0.attn.context": lambda x: x[:, :-1]}, "layers.0.attn.context one token short (another shape)"
@@ -110,7 +111,7 @@ def check_first_divergence(first_divergence):
             "whose shape differs or which has an element not close(yours, reference, atol, rtol)")
     for changes, what in _divergence_cases():
         yours = _planted(changes)
-        scrambled = {name: yours[name] for name in sorted(yours, reverse=True) if name != "layers.3.mlp.up"}
+        scrambled = {name: yours[name] for name in sorted(yours, key=lambda n: n[::-1]) if name != "layers.3.mlp.up"}
         checked = f"first_divergence(yours, reference, 1e-4, 1e-5) on the shipped model's trace, {what}"
         with np.errstate(all="ignore"):
             got = call(first_divergence, "first_divergence", checked, scrambled, {n: np.array(ref[n]) for n in order},
@@ -120,11 +121,11 @@ def check_first_divergence(first_divergence):
         if got != want:
             changed = [n for n in order if n in changes]
             looks = None
-            if got == changed[-1:][0] if changed else False:
-                looks = "you returned the last diverging name in the reference's order; return the first"
-            elif changed and got == next((n for n in scrambled if n in changes), None):
+            if changed and got == next((n for n in scrambled if n in changes), None) and got != changed[0]:
                 looks = ("you walked your dict's order; walk the reference's (the forward's): yours may list the names "
                          "in any order")
+            elif len(changed) > 1 and got == changed[-1]:
+                looks = "you returned the last diverging name in the reference's order; return the first"
             elif want is not None and got is None and what.startswith("layers.0.attn.context"):
                 looks = "a tensor of another shape diverges too (compare the shapes first)"
             elif got is None and "NaN" in what:

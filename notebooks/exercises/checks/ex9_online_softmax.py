@@ -80,6 +80,14 @@ def _mistake(got, q, k, v, keep, tile, want):
             p = np.exp(s[:, k0:k1] - shift)
             total, acc = total + p.sum(1, keepdims=True), acc + p @ v[k0:k1]      # summed under different maxima
         no_rescale = np.where(total > 0, acc / np.where(total > 0, total, 1), v.mean(0))
+        m = np.full((q.shape[0], 1), -np.inf)
+        total = np.zeros((q.shape[0], 1))
+        acc = np.zeros_like(want, dtype=np.float64)
+        for k0, k1 in tiles:                                                 # -inf - -inf: NaN, then dropped
+            new_m = np.maximum(m, s[:, k0:k1].max(axis=1, keepdims=True))
+            p, c = np.exp(s[:, k0:k1] - new_m), np.exp(m - new_m)
+            total, acc, m = total * c + p.sum(1, keepdims=True), acc * c + p @ v[k0:k1], new_m
+        no_guard = np.where(total > 0, acc / np.where(total > 0, total, 1), v.mean(0))
         per_tile = np.mean([np.where(keep[:, k0:k1].any(1, keepdims=True),
                                      _softmax_rows(s[:, k0:k1]) @ v[k0:k1], 0) for k0, k1 in tiles], axis=0)
         unscaled = eager(q / np.float32(scale), k, v, keep)
@@ -87,6 +95,8 @@ def _mistake(got, q, k, v, keep, tile, want):
     return first_match(got, {
         "you add each tile's exp(s - m) without rescaling what was summed before: when the maximum grows, multiply "
         "l and acc by exp(m_old - m_new)": no_rescale,
+        "a row whose keys so far were all masked has m = -inf, and exp(s - m) = exp(-inf - -inf) is NaN: subtract 0 "
+        "for such a row (where m' is -inf)": no_guard,
         "you averaged the tiles' own softmax outputs; the tiles share one softmax, so carry m and l across them":
             per_tile,
         "your scores miss the 1 / sqrt(head_dim) scale": unscaled,
