@@ -18,14 +18,9 @@ sys.path.insert(0, str(EXERCISES_DIR))
 
 import checking  # noqa: E402
 import checks  # noqa: E402
-from solutions import ex1_embeddings_rmsnorm as s1  # noqa: E402
-from solutions import ex2_rope_yarn as s2
-from solutions import ex3_attention as s3
-from solutions import ex4_mlp_layer as s4
-from solutions import ex5_sampling_loss as s5
-from solutions import ex6_your_arcee as s6
 
 SOLUTIONS = {name: importlib.import_module(f"solutions.{name}") for name in checks.NOTEBOOKS}
+s1, s2, s3, s4, s5, s6 = (SOLUTIONS[name] for name in checks.NOTEBOOKS[:6])
 NAMES = list(checks.EXERCISES)
 CONCEPTS_WITH_EXERCISES = {"01_tour": "ex7_tour", "02_embeddings_rmsnorm": "ex1_embeddings_rmsnorm",
                            "03_rope_yarn": "ex2_rope_yarn", "04_attention": "ex3_attention",

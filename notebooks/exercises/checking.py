@@ -134,7 +134,8 @@ def array(value, name: str, checked: str, shape: tuple | None = None, axes: str 
     try:
         out = np.asarray(value)
     except Exception as err:  # noqa: BLE001
-        raise Failure(checked, f"`{name}` returned something that is not an array ({type(err).__name__}: {err}).")
+        raise Failure(checked, f"`{name}` returned something that is not an array ({type(err).__name__}: "
+                               f"{err}).") from None
     if not np.issubdtype(out.dtype, np.number) and out.dtype != np.bool_:
         raise Failure(checked, f"`{name}` returned an array of {out.dtype}, not numbers.")
     if shape is not None and out.shape != tuple(shape):

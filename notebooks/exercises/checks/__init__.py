@@ -61,7 +61,7 @@ __all__ = [
     "EXERCISES", "HERE", "NOTEBOOKS", "PADDED", "REFERENCE", "TEXT", "FixedDraws", "Verdict", "WatchedCache",
     "check_apply_rope", "check_attention", "check_decoder_layer", "check_embed", "check_forward",
     "check_kv_cache", "check_loss", "check_mask", "check_mlp", "check_rms_norm", "check_rope_tables",
-    "check_sampling", "check_yarn", "describe_ids", "tiny_reference", "generate_text", "greedy", "layer_weights", "model",
+    "check_sampling", "check_yarn", "describe_ids", "generate_text", "greedy", "layer_weights", "model",
     "next_token_scores", "padded_reference", "reference", "run_exercise", "shapes", "softmax", "token_words",
-    "tokenizer", "weights", "your_code", "yarn_reference", "yours_or_reference",
+    "tiny_reference", "tokenizer", "weights", "your_code", "yarn_reference", "yours_or_reference",
 ]

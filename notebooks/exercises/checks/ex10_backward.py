@@ -3,7 +3,7 @@ arcee_np's gradients, which equal transformers' loss.backward()), and one traini
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import arcee_np
 import numpy as np
@@ -215,8 +215,7 @@ def check_attention_backward(attention_backward):
         worst = max(worst, against_trace(
             {f"grad.{name}.context": d_ctx, f"grad.{name}.v": dv, f"grad.{name}.k_rope": dk,
              f"grad.{name}.q_rope": dq}, ref, checked,
-            lambda q=q, k=k, v=v, probs=probs, d_ctx=d_ctx, dq=dq, dk=dk, dv=dv: _attention_mistake(
-                dq, dk, dv, d_ctx, q, k, v, probs, scale, ref, name), hint))
+            partial(_attention_mistake, dq, dk, dv, d_ctx, q, k, v, probs, scale, ref, name), hint))
     return [f"checked: dq, dk and dv of layer 1's attention against arcee_np's (float64) gradients, with and without "
             f"padding (max abs error {fmt(worst)})"]
 
@@ -292,8 +291,9 @@ def check_optimizer(clip_grad_norm, adamw_update):
                               looks, hint_clip)
             for name in g:
                 got_g = array(clipped[name], f"clipped[{name!r}]", checked, g[name].shape)
-                against_array(got_g, want[name], f"clipped[{name!r}]", checked, GRAD, lambda: first_match(
-                    got_g, _clip_mistakes(g, name, max_norm, float(want_total)), want[name], GRAD), hint_clip)
+                mistakes = _clip_mistakes(g, name, max_norm, float(want_total))
+                against_array(got_g, want[name], f"clipped[{name!r}]", checked, GRAD,
+                              partial(first_match, got_g, mistakes, want[name], GRAD), hint_clip)
     hint_adam = ("p = p * (1 - lr * weight_decay) (decoupled: the weight, not the gradient); m = b1 m + (1 - b1) g; "
                  "v = b2 v + (1 - b2) g**2; p = p - lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps), t from 1")
     rng = np.random.default_rng(7)
@@ -309,8 +309,8 @@ def check_optimizer(clip_grad_norm, adamw_update):
             raise Failure(checked, "return (param, exp_avg, exp_avg_sq)", hint=hint_adam)
         new_p = array(got[0], "adamw_update(...)[0] (param)", checked, param.shape)
         want_p, rm, rv = ref_adamw_update(rp, grad, rm, rv, step, **ADAM)
-        against_array(new_p, want_p, "param", checked, GRAD, lambda: first_match(
-            new_p, _adam_mistakes(rp, grad, m, v, step), want_p, GRAD), hint_adam)
+        against_array(new_p, want_p, "param", checked, GRAD,
+                      partial(first_match, new_p, _adam_mistakes(rp, grad, m, v, step), want_p, GRAD), hint_adam)
         param, m, v = new_p, array(got[1], "exp_avg", checked, param.shape), array(got[2], "exp_avg_sq", checked,
                                                                                      param.shape)
         rp = want_p
@@ -354,7 +354,8 @@ def _adam_mistakes(p, g, m, v, t):
         "only the first moment is bias-corrected: v needs / (1 - b2**t) too": adam(p, g, correct2=False),
         "eps is inside the square root; it is added after it: sqrt(v_hat) + eps": adam(p, g, eps_inside=True),
         "you left out the weight decay": adam(p, g, decay=False),
-        "you decayed by weight_decay alone; it is lr * weight_decay: p *= 1 - lr * wd": adam(p, g, decay=False) - p * wd,
+        "you decayed by weight_decay alone; it is lr * weight_decay: p *= 1 - lr * wd":
+            adam(p, g, decay=False) - p * wd,
         "your step counter starts at 0: the bias correction is 1 - b**t with t = 1 at the first step (1 - b**0 = 0 "
         "divides by zero)": _adam_from_zero(p, g, m, v, t),
     }

@@ -92,14 +92,15 @@ def _quantize_mistake(got, x):
             return np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
         signed_max = x.max(1, keepdims=True) / np.float32(127)
         d16 = d.astype(np.float16).astype(np.float32)
+        d128 = absmax / np.float32(128)
         variants = {
             "you rounded half to even (np.round / np.rint); ggml rounds half away from zero (C's roundf)":
                 _encode(d, np.rint(y)),
             "you truncated toward zero (astype(int8)) instead of rounding": _encode(d, np.trunc(y)),
             "your scale uses max(x), not max(|x|): a block whose largest magnitude is negative overflows":
                 _encode(signed_max, np.clip(away(x / signed_max), -128, 127)),
-            "you divided by 128; Q8_0 uses 127 (q spans -127 .. 127)": _encode(absmax / np.float32(128), np.clip(away(
-                x * np.where(absmax == 0, 0, np.float32(1) / (absmax / np.float32(128))).astype(np.float32)), -128, 127)),
+            "you divided by 128; Q8_0 uses 127 (q spans -127 .. 127)": _encode(d128, np.clip(away(
+                x * np.where(d128 == 0, 0, np.float32(1) / d128).astype(np.float32)), -128, 127)),
             "you scaled by the float16-rounded d; ggml rounds x * (1 / d) with the float32 d and stores d as float16 "
             "afterwards": _encode(d, away(x * np.where(d16 == 0, 0, 1 / d16).astype(np.float32))),
         }

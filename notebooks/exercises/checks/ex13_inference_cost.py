@@ -99,7 +99,8 @@ def _flop_mistakes(config, tokens, past):
         "you left out the LM head (2 T D V), the largest single product of a small model": true - 2 * T * D * V,
         "you sized k_proj and v_proj with H heads; they have KV heads (grouped-query attention)":
             true + L * 2 * 2 * T * D * (H - KV) * hd,
-        "you counted a gated MLP (gate, up, down: 3 matrices); Arcee's has up and down only": true + L * 2 * T * D * inter,
+        "you counted a gated MLP (gate, up, down: 3 matrices); Arcee's has up and down only":
+            true + L * 2 * T * D * inter,
         "you counted half of attention's scores (the causal triangle); eager attention computes all T x S":
             true - attention // 2,
     }

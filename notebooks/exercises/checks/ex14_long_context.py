@@ -25,7 +25,7 @@ def check_linear_inv_freq(linear_inv_freq):
         want, _ = rope_frequencies(hd, theta, {"rope_type": "linear", "factor": factor}, xp, xp.float32)
         plain = np.asarray(default_inv_freq(hd, theta, xp, xp.float32))
         against_array(got, want, "inv_freq", checked, RELATIVE, lambda got=got, plain=plain, hd=hd, theta=theta,
-                      factor=factor: first_match(got, {
+                      factor=factor, want=want: first_match(got, {
                           "you multiplied the frequencies by the factor; divide them (slower turns reach further)":
                               plain * factor,
                           "you divided theta by the factor; linear scaling divides the frequencies themselves":
@@ -60,7 +60,8 @@ def check_ntk_theta(ntk_theta):
         inv = np.asarray(default_inv_freq(hd, float(got), xp, xp.float32))
         expected = np.asarray(default_inv_freq(hd, want, xp, xp.float32))
         against_array(inv, expected, f"inv_freq with base {float(got):.6g} (expected base {want:.6g})", checked,
-                      RELATIVE, lambda got=got, hd=hd, theta=theta, factor=factor: first_match(np.asarray(got), {
+                      RELATIVE, lambda got=got, hd=hd, theta=theta, factor=factor, want=want: first_match(
+                          np.asarray(got), {
                           "you multiplied theta by the factor: the slowest pair then turns less than factor times "
                           "slower; the exponent hd / (hd - 2) makes it exactly factor": theta * factor,
                           "your exponent is (hd - 2) / hd; it is hd / (hd - 2)": theta * factor ** ((hd - 2) / hd),

@@ -75,7 +75,8 @@ def check_rms_norm(rms_norm):
 
     x16 = (x * (1000.0 / np.abs(x).max())).astype(np.float16)                     # |x| up to 1000: x**2 > 65504
     w16 = w.astype(np.float16)
-    checked16 = f"rms_norm on float16 input whose largest |x| is {float(np.abs(x16).max()):.0f} (x**2 overflows float16)"
+    checked16 = (f"rms_norm on float16 input whose largest |x| is {float(np.abs(x16).max()):.0f} (x**2 overflows "
+                 f"float16)")
     hint16 = ("square and average in float32 (x.astype(np.float32)), cast the normalised x back to x.dtype, and "
               "only then multiply by the weight, as transformers does")
     with np.errstate(all="ignore"):

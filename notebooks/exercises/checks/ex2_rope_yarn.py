@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import array_api_compat.numpy as xp
 import numpy as np
@@ -45,8 +45,8 @@ def check_rope_tables(rope_inv_freq, rope_tables):
                     (head_dim // 2,), "[head_dim / 2]", hint_inv)
         expected = np.asarray(default_inv_freq(head_dim, base, xp, xp.float32))
         j = np.arange(head_dim // 2)
-        against_array(inv, expected, f"rope_inv_freq({head_dim}, {base:g})", checked, RELATIVE, lambda: first_match(
-            inv, {"your exponent is j / head_dim; it is 2j / head_dim": base ** (-j / head_dim),
+        against_array(inv, expected, f"rope_inv_freq({head_dim}, {base:g})", checked, RELATIVE, partial(
+            first_match, inv, {"your exponent is j / head_dim; it is 2j / head_dim": base ** (-j / head_dim),
                   "you returned theta ** (2j / hd); the frequency is its inverse, theta ** (-2j / hd)":
                       base ** (2 * j / head_dim)}, expected, RELATIVE), hint_inv)
 
@@ -63,14 +63,13 @@ def check_rope_tables(rope_inv_freq, rope_tables):
         cos = array(cos, "rope_tables(...)[0] (cos)", where, shape, "[B, T, hd]", hint)
         sin = array(sin, "rope_tables(...)[1] (sin)", where, shape, "[B, T, hd]", hint)
         exp_cos, exp_sin = (np.asarray(a) for a in rope_cos_sin(positions, inv, 1.0, xp.float32))
+        table_mistake = partial(_table_mistake, cos, sin, exp_cos, exp_sin, positions, inv)
         if positions.shape[0] == 1:       # through the model: q after RoPE with your tables
             q = ref["layers.0.attn.q"]
             against_trace({"layers.0.attn.q": q, "layers.0.attn.q_rope": ref_apply_rope(q, cos, sin)}, ref, where,
-                          lambda: _table_mistake(cos, sin, exp_cos, exp_sin, positions, inv), hint)
-        against_array(cos, exp_cos, "cos", where, FLOAT32, lambda: _table_mistake(
-            cos, sin, exp_cos, exp_sin, positions, inv), hint)
-        against_array(sin, exp_sin, "sin", where, FLOAT32, lambda: _table_mistake(
-            cos, sin, exp_cos, exp_sin, positions, inv), hint)
+                          table_mistake, hint)
+        against_array(cos, exp_cos, "cos", where, FLOAT32, table_mistake, hint)
+        against_array(sin, exp_sin, "sin", where, FLOAT32, table_mistake, hint)
     return [f"checked: {checked} for head_dim {hd} and 128, and q after RoPE with your tables on "
             f"{describe_ids(ids)}"]
 
@@ -102,7 +101,7 @@ def check_apply_rope(apply_rope):
         k_rope = array(call(apply_rope, "apply_rope", checked, k, cos, sin), "apply_rope", checked, k.shape,
                        "[B, KV, T, hd]", hint)
 
-        def mistakes():
+        def mistakes(q=q, cos=cos, sin=sin, q_rope=q_rope, ref=ref):
             half = q.shape[-1] // 2
             c, s = cos[:, None], sin[:, None]
             even, odd = q[..., 0::2], q[..., 1::2]
@@ -170,7 +169,7 @@ def check_yarn(yarn_inv_freq, yarn_attention_factor):
             raise Failure(checked, *_yarn_diagnosis(inv, expected, hd_, theta_, scaling, beta_fast, beta_slow)[:2],
                           hint)
     for factor_ in (1.0, 4.0, 20.0, 0.5):
-        checked = f"yarn_attention_factor({factor_:g})" + (" (a factor below 1 does not stretch)" if factor_ < 1 else "")
+        checked = f"yarn_attention_factor({factor_:g})" + (" (below 1: no stretching)" if factor_ < 1 else "")
         got = call(yarn_attention_factor, "yarn_attention_factor", checked, factor_)
         want = ref_yarn_attention_factor({"factor": factor_})
         if not isinstance(got, (int, float, np.floating)) or not math.isclose(float(got), want, rel_tol=1e-6):

@@ -127,7 +127,7 @@ def check_attention(attention):
         probs = array(probs, "attention(...)[1] (probs)", checked, (B, H, T, k.shape[2]), "[B, H, T, S]", hint)
         context = array(context, "attention(...)[0] (context)", checked, (B, T, H * hd), "[B, T, H*hd]", hint)
 
-        def mistakes():
+        def mistakes(H=H, k=k, v=v, q=q, mask=mask, ref=ref, probs=probs, hd=hd, B=B, T=T, context=context):
             n_rep = H // k.shape[1]
             kk, vv = np.repeat(k, n_rep, axis=1), np.repeat(v, n_rep, axis=1)
             raw = q @ np.swapaxes(kk, -1, -2)
@@ -184,7 +184,8 @@ def _attention_probe(attention, q, k, v, mask, tolerance, what, hint):
                               "(context, probs)")
     probs = array(probs, "attention(...)[1] (probs)", checked, (B, H, T, k.shape[2]), "[B, H, T, S]", hint)
     context = array(context, "attention(...)[0] (context)", checked, (B, T, H * hd), "[B, T, H*hd]", hint)
-    want_context, want_probs = (np.asarray(a) for a in ref_attention(q, k, v, mask, hd ** -0.5))
+    with np.errstate(over="ignore"):  # float16 scores + finfo(float16).min overflow to -inf, as in transformers
+        want_context, want_probs = (np.asarray(a) for a in ref_attention(q, k, v, mask, hd ** -0.5))
 
     def looks():
         if np.all(np.isfinite(probs)):
@@ -211,7 +212,8 @@ def _attention_cases():
     for kv_heads in (4, 1):
         tiny = tiny_reference(kv_heads)
         n = tiny.inputs["input_ids"].shape[1]
-        yield tiny, np.asarray(ref_mask(np.ones((1, n), dtype=np.int64), n, np.float32)), f"a random model, KV = {kv_heads}"
+        causal = np.asarray(ref_mask(np.ones((1, n), dtype=np.int64), n, np.float32))
+        yield tiny, causal, f"a random model, KV = {kv_heads}"
 
 
 @lru_cache(maxsize=None)

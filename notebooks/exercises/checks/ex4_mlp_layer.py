@@ -47,7 +47,8 @@ def check_mlp(relu2, mlp):
     layer = 1
     W = layer_weights(layer)
     x, up = ref[f"layers.{layer}.post_norm"], ref[f"layers.{layer}.mlp.up"]
-    checked = f"relu2 and mlp(x, up_weight, down_weight) as layer {layer}'s MLP, {describe_ids(ref.inputs['input_ids'])}"
+    checked = (f"relu2 and mlp(x, up_weight, down_weight) as layer {layer}'s MLP, "
+               f"{describe_ids(ref.inputs['input_ids'])}")
     hint = ("mlp(x) = relu2(x @ up_weight.T) @ down_weight.T: weights are [out, in], up_weight [I, D], "
             "down_weight [D, I]; there is no gate")
     act = array(call(relu2, "relu2", checked, up), "relu2", checked, up.shape, "[B, T, I]")

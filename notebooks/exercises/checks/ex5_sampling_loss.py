@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 from arcee_np.blocks import causal_lm_loss as ref_causal_lm_loss
@@ -37,8 +37,8 @@ def check_sampling(apply_temperature, top_k_filter, top_p_filter, draw, sample_n
         checked = f"apply_temperature(scores, {t}) on {words}"
         got = array(call(apply_temperature, "apply_temperature", checked, scores, t), "apply_temperature", checked,
                     scores.shape, "[B, V]")
-        against_array(got, ref_temperature(scores, t), "apply_temperature", checked, FLOAT32, lambda: first_match(
-            got, {"you multiplied by the temperature; divide the scores by it": scores * t}),
+        against_array(got, ref_temperature(scores, t), "apply_temperature", checked, FLOAT32, partial(
+            first_match, got, {"you multiplied by the temperature; divide the scores by it": scores * t}),
                       "return scores / temperature: still scores (logits), not probabilities")
     for k in (1, 5, 50):
         checked = f"top_k_filter(scores, {k}) on {words}"
@@ -159,8 +159,8 @@ def _draw_mistake(got, scores, u, want):
                 "arcee_np (and so generate's seeded draws) accumulates in vocabulary order: 0, 1, 2, ...")
     reaching = np.argmax(np.cumsum(probs, -1) >= u[:, None], -1)
     if np.array_equal(got, reaching) and not np.array_equal(reaching, want):
-        return ("you took the first token whose cdf reaches u (>=); take the first whose cdf exceeds it (>): with u = 0 "
-                "yours draws a token of probability 0")
+        return ("you took the first token whose cdf reaches u (>=); take the first whose cdf exceeds it (>): with "
+                "u = 0 yours draws a token of probability 0")
     if np.any(~np.isfinite(scores[np.arange(len(got)), np.clip(got, 0, scores.shape[1] - 1)])):
         return "you drew a token whose score is -inf (probability 0)"
     return None
@@ -290,9 +290,9 @@ def _loss_mistake(value, logits, labels):
         "your loss is in bits (log2); use the natural log (nats)": shifted.mean() / math.log(2),
     }
     want = shifted.mean()
-    return "; or ".join(m for m, c in candidates.items()
-                        if not math.isclose(want, float(c), rel_tol=1e-5) and math.isclose(value, float(c), rel_tol=1e-5)
-                        ) or None
+    found = [m for m, c in candidates.items()
+             if not math.isclose(want, float(c), rel_tol=1e-5) and math.isclose(value, float(c), rel_tol=1e-5)]
+    return "; or ".join(found) or None
 
 
 EXERCISES = {  # the exercises of this notebook: the names each asks for, its check

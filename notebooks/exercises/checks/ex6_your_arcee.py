@@ -58,7 +58,8 @@ def _forward_dict(value, checked, hint) -> dict:
     if unknown:
         raise Failure(checked, f"names {unknown[:4]} are not trace names (docs/trace.md: embed, layers.0.out, ..., "
                       f"final_norm, logits)", hint=hint)
-    return {name: array(v, f"arcee_forward(...)[{name!r}]", checked, reference()[name].shape) for name, v in value.items()}
+    return {name: array(v, f"arcee_forward(...)[{name!r}]", checked, reference()[name].shape)
+            for name, v in value.items()}
 
 
 def greedy(arcee_forward, cache_class, prompt, steps, checked, hint):
@@ -113,8 +114,9 @@ def _where_generation_differs(arcee_forward, sample_next, prompt, tokens, want, 
     """Why your text differs from generate's: the forward's check first (it names the first diverging tensor),
     then your sampling step on arcee_np's own scores at the first token that differs."""
     n = next((i for i, (a, b) in enumerate(zip(tokens, want, strict=False)) if a != b), min(len(tokens), len(want)))
+    yours, theirs = token_words(tokens[n:n + 1]) or "the end", token_words(want[n:n + 1]) or "the end"
     head = (f"differs from arcee_np's generate with the same seed: the tokens agree for {n} steps, then yours is "
-            f"{token_words(tokens[n:n + 1]) or 'the end'} where arcee_np's is {token_words(want[n:n + 1]) or 'the end'}")
+            f"{yours} where arcee_np's is {theirs}")
     forward = check_forward(arcee_forward)
     if not forward.passed:
         return [head, "your forward is where (check_forward):", *forward.lines]

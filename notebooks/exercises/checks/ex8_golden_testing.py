@@ -34,7 +34,8 @@ def _close_mistakes(actual, expected, atol, rtol):
     with np.errstate(all="ignore"):
         d = np.abs(a - e)
         return {
-            "you compare with <: an element exactly at atol + rtol * |expected| is close (<=)": d < atol + rtol * np.abs(e),
+            "you compare with <: an element exactly at atol + rtol * |expected| is close (<=)":
+                d < atol + rtol * np.abs(e),
             "you scale rtol by |actual|; the oracle scales it by |expected| (the reference)":
                 d <= atol + rtol * np.abs(a),
             "you scale rtol by max(|actual|, |expected|) (math.isclose's rule); the oracle uses |expected|":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from arcee_np.blocks import attention as ref_attention
 
@@ -53,7 +55,7 @@ def check_online_attention(online_attention):
                 got = array(call(online_attention, "online_attention", checked, q.copy(), k.copy(), v.copy(),
                                  keep.copy(), tile), "online_attention", checked, want.shape, "[T, hd]", hint)
             worst = max(worst, against_array(got, want, "the output", checked, FLOAT32,
-                                             lambda: _mistake(got, q, k, v, keep, tile, want), hint))
+                                             partial(_mistake, got, q, k, v, keep, tile, want), hint))
     return [f"checked: online attention against eager attention on real queries of the shipped model, with padding, "
             f"fully masked rows and tiles, huge scores and ties, key tiles of 1, 4, 7, S and more than S "
             f"(max abs error {fmt(worst)})"]

@@ -7,7 +7,7 @@ def bpe(word, ranks):
     ranks: {(left, right): rank}. Returns the list of tokens (str)."""
     parts = list(word)
     while len(parts) > 1:
-        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False)) if (a, b) in ranks]
+        pairs = [(ranks[pair], i) for i, pair in enumerate(zip(parts, parts[1:], strict=False)) if pair in ranks]
         if not pairs:
             break
         best = min(pairs)[0]
