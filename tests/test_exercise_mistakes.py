@@ -450,6 +450,10 @@ WRONG.update({
         z.swapaxes(1, 2)).swapaxes(1, 2)), "log_softmax", "over the tokens"),
     "log_softmax without the log of the sum": Wrong("loss", replace("loss", log_softmax=lambda z: z - z.max(
         -1, keepdims=True)), "log_softmax", "log of the sum"),
+    "loss shifted the wrong way": Wrong("loss", replace("loss", causal_lm_loss=lambda logits, labels: loss_with(
+        shift=False)(logits[:, 1:], labels[:, :-1])), "returned", "shifted the wrong way"),
+    "log_softmax as the log of the softmax": Wrong("loss", replace("loss", log_softmax=lambda z: np.log(s5.softmax(z))),
+                                                   "log_softmax of logits up to", "log(0) = -inf"),
     "loss without the shift": Wrong("loss", replace("loss", causal_lm_loss=loss_with(shift=False)), "returned",
                                     "position t predicts token t + 1"),
     "loss counting -100": Wrong("loss", replace("loss", causal_lm_loss=loss_with(ignore=False)),

@@ -225,7 +225,12 @@ def check_loss(log_softmax, causal_lm_loss):
     checked_hot = f"log_softmax of logits up to {float(np.abs(hot).max()):.0f} (exp overflows float32 past 88)"
     with np.errstate(all="ignore"):
         got = array(call(log_softmax, "log_softmax", checked_hot, hot), "log_softmax", checked_hot, hot.shape)
-    against_array(got, ref_log_softmax(hot), "log_softmax", checked_hot, FLOAT32,
+    expected_hot = np.asarray(ref_log_softmax(hot))
+    best = np.take_along_axis(got, np.argmax(hot, axis=-1)[..., None], -1)      # the most likely tokens' values
+    underflowed = bool(np.any(np.isneginf(got)) and np.all(np.isfinite(best)))    # finite there: log(softmax)
+    against_array(got, expected_hot, "log_softmax", checked_hot, FLOAT32,
+                  "you took log(softmax(s)): the softmax of a very unlikely token underflows to 0 and log(0) = -inf; "
+                  "compute s - max - log(sum(exp(s - max))) directly" if underflowed else
                   "exp of a large score overflowed to inf" if not np.all(np.isfinite(got)) else None,
                   "subtract each row's maximum before exp: the result does not change, and exp can no longer "
                   "overflow")
@@ -276,6 +281,8 @@ def _loss_mistake(value, logits, labels):
     candidates = {
         "you scored each position against its own token; position t predicts token t + 1 (shift by one)":
             nll(logp, labels).mean(),
+        "you shifted the wrong way: logits[:, t] predict labels[:, t + 1], so use logits[:, :-1] with labels[:, 1:]":
+            nll(logp[:, 1:], labels[:, :-1]).mean(),
         "you summed the losses; take the mean over the counted tokens": shifted.sum(),
         "you counted the -100 labels as tokens (logp[..., -100] is the 100th token from the end): leave them out":
             nll(logp[:, :-1], labels[:, 1:], ignore=False, wrap=True).mean(),
