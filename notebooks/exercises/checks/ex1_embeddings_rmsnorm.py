@@ -9,19 +9,8 @@ from arcee_np.blocks import embed as ref_embed
 from arcee_np.blocks import rms_norm as ref_rms_norm
 from arcee_np.oracle.compare import TOLERANCES, compare_arrays
 
-from checking import (
-    EXACT,
-    FLOAT32,
-    Exercise,
-    Failure,
-    against_array,
-    against_trace,
-    array,
-    call,
-    check,
-    first_match,
-    fmt,
-)
+from checking import (EXACT, FLOAT32, Exercise, Failure, against_array, against_trace, array, call, check, first_match,
+                      fmt)
 
 from .shipped import describe_ids, model, reference, weights
 

@@ -15,20 +15,8 @@ from arcee_np.blocks import yarn_inv_freq as ref_yarn
 from arcee_np.oracle.compare import compare_arrays
 from arcee_np.oracle.testing import reference_trace
 
-from checking import (
-    FLOAT32,
-    RELATIVE,
-    Exercise,
-    Failure,
-    against_array,
-    against_trace,
-    array,
-    call,
-    check,
-    first_match,
-    fmt,
-    pair,
-)
+from checking import (FLOAT32, RELATIVE, Exercise, Failure, against_array, against_trace, array, call, check,
+                      first_match, fmt, pair)
 
 from .shipped import describe_ids, model, padded_reference, reference, shapes
 

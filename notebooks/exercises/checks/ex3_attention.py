@@ -14,19 +14,8 @@ from arcee_np.model import backbone
 from arcee_np.oracle.compare import TOLERANCES
 from arcee_np.oracle.testing import reference_trace
 
-from checking import (
-    FLOAT32,
-    Exercise,
-    Failure,
-    against_array,
-    against_trace,
-    array,
-    call,
-    check,
-    first_match,
-    fmt,
-    pair,
-)
+from checking import (FLOAT32, Exercise, Failure, against_array, against_trace, array, call, check, first_match, fmt,
+                      pair)
 
 from .shipped import describe_ids, model, padded_reference, reference, softmax
 

@@ -14,18 +14,7 @@ from arcee_np.model import decoder_layer as ref_decoder_layer
 from arcee_np.oracle.compare import TOLERANCES
 from arcee_np.trace import LAYER_STAGES, trace
 
-from checking import (
-    FLOAT32,
-    Exercise,
-    Failure,
-    against_array,
-    against_trace,
-    array,
-    call,
-    check,
-    first_match,
-    fmt,
-)
+from checking import (FLOAT32, Exercise, Failure, against_array, against_trace, array, call, check, first_match, fmt)
 
 from .shipped import describe_ids, layer_weights, model, padded_reference, reference, shapes
 

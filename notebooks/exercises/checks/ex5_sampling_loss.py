@@ -13,16 +13,7 @@ from arcee_np.generation import sample_from_scores
 from arcee_np.generation import top_k_filter as ref_top_k
 from arcee_np.generation import top_p_filter as ref_top_p
 
-from checking import (
-    FLOAT32,
-    Exercise,
-    Failure,
-    against_array,
-    array,
-    call,
-    check,
-    first_match,
-)
+from checking import (FLOAT32, Exercise, Failure, against_array, array, call, check, first_match)
 
 from .shipped import describe_ids, model, padded_reference, reference, softmax, token_words, tokenizer
 

@@ -8,16 +8,7 @@ from arcee_np.blocks import lm_head
 from arcee_np.model import backbone
 from arcee_np.trace import trace
 
-from checking import (
-    Exercise,
-    Failure,
-    Verdict,
-    against_trace,
-    array,
-    call,
-    check,
-    fmt,
-)
+from checking import (Exercise, Failure, Verdict, against_trace, array, call, check, fmt)
 
 from .ex5_sampling_loss import reference_sample
 from .shipped import describe_ids, model, reference, token_words, tokenizer, weights
