@@ -628,6 +628,14 @@ WRONG.update({
                                             "your dict's order"),
     "first divergence skipping shapes": Wrong("first_divergence", [first_with(skip_shape=True)], "returned",
                                               "another shape"),
+    "first divergence in alphabetical order": Wrong("first_divergence", [lambda y, r, atol, rtol: next(
+        (n for n in sorted(r) if n in y and (np.shape(y[n]) != np.shape(r[n]) or not s8.close(y[n], r[n], atol,
+                                                                                              rtol).all())), None)],
+        "returned", "alphabetically"),
+    "yarn without clamping low at 0": Wrong("yarn", replace("yarn", yarn_inv_freq=yarn_with(
+        lambda low: math.floor(low), lambda high, hd: math.ceil(high))), "low is clipped to 0"),
+    "attention probabilities in float32 for float16": Wrong("attention", [lambda q, k, v, m: (lambda out: (
+        out[0], out[1].astype(np.float32)))(s3.attention(q, k, v, m))], "float16", None),
     "first divergence returning the last": Wrong("first_divergence", [first_with(last=True)], "returned",
                                                  "the last diverging name"),
     "first divergence with exact equality": Wrong("first_divergence", [lambda y, r, atol, rtol: next(

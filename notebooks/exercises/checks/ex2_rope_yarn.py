@@ -115,6 +115,7 @@ YARN_CASES = (  # head_dim, theta, factor, original_max_position_embeddings, bet
     (128, 10000.0, 20.0, 4096, 32.0, 1.0, "AFM-4.5B"),
     (32, 10000.0, 4.0, 256, 32.0, 1.0, "the shipped model stretched 4x"),
     (16, 100.0, 4.0, 16, 1.0, 0.125, "a tiny model with its own beta_fast and beta_slow"),
+    (16, 10000.0, 8.0, 64, 32.0, 1.0, "a short original context: corr(beta_fast) is -0.99, so low is clipped to 0"),
 )
 
 

@@ -186,6 +186,9 @@ def _attention_probe(attention, q, k, v, mask, tolerance, what, hint):
             return "exp overflowed: subtract each row's maximum from its scores before exp (the softmax is unchanged)"
         return ("rows whose keys are all masked came out NaN: add the mask (finfo.min, a finite number) to the scores "
                 "rather than setting masked scores to -inf, so such a row's softmax stays finite (uniform)")
+    if probs.dtype != q.dtype:
+        raise Failure(checked, f"your probabilities are {probs.dtype} for {q.dtype} q; return them in q's dtype (the "
+                      f"softmax runs in float32, then .astype(q.dtype), as transformers does)", hint=hint)
     err = against_array(probs, want_probs, "probs", checked, tolerance, looks, hint)
     return max(err, against_array(context, want_context, "context", checked, tolerance, looks, hint))
 

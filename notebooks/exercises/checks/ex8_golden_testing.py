@@ -101,6 +101,8 @@ def _divergence_cases():
     yield {"layers.1.mlp.up": nudge(np.nan)}, "a NaN in layers.1.mlp.up"
     yield {"layers.0.attn.scores": nudge(1.0), "layers.0.attn.k": nudge(1.0)}, \
         "layers.0.attn.k and layers.0.attn.scores changed (k comes first)"
+    yield {"layers.0.attn.q_rope": nudge(1.0), "layers.0.attn.v": nudge(1.0)}, \
+        "layers.0.attn.v and layers.0.attn.q_rope changed (v comes first in the forward, not in the alphabet)"
 
 
 @check("first_divergence")
@@ -122,11 +124,19 @@ def check_first_divergence(first_divergence):
         if got != want:
             changed = [n for n in order if n in changes]
             looks = None
-            if changed and got == next((n for n in scrambled if n in changes), None) and got != changed[0]:
-                looks = ("you walked your dict's order; walk the reference's (the forward's): yours may list the names "
-                         "in any order")
-            elif len(changed) > 1 and got == changed[-1]:
-                looks = "you returned the last diverging name in the reference's order; return the first"
+            with np.errstate(all="ignore"):
+                diverging = [n for n in changed if compare_arrays(yours[n], ref[n], tolerance).failed]
+            answers = {  # what each slip returns here
+                "you walked your dict's order; walk the reference's (the forward's): yours may list the names in any "
+                "order": next((n for n in scrambled if n in diverging), None),
+                "you sorted the names alphabetically; walk the reference's order (the forward's)":
+                    next((n for n in sorted(order) if n in diverging), None),
+                "you returned the last diverging name in the reference's order; return the first":
+                    diverging[-1] if diverging else None,
+            }
+            slips = [m for m, answer in answers.items() if answer is not None and answer == got != want]
+            if slips:
+                looks = "; or ".join(slips)
             elif want is not None and got is None and what.startswith("layers.0.attn.context"):
                 looks = "a tensor of another shape diverges too (compare the shapes first)"
             elif got is None and "NaN" in what:
