@@ -277,6 +277,8 @@ WRONG.update({
                                                                & m[:, None, :].astype(bool))], "should see it"),
     "mask of booleans": Wrong("mask", [lambda key_mask, t, dtype: s3.causal_padding_mask(key_mask, t, dtype) == 0],
                               "booleans"),
+    "mask of 1s and 0s": Wrong("mask", [lambda key_mask, t, dtype: (s3.causal_padding_mask(key_mask, t, dtype) == 0
+                                                                     ).astype(dtype)], "0s and 1s"),
     "mask with -1e9": Wrong("mask", [mask_with(lambda k, q, m: (k <= q)[None] & m[:, None, :].astype(bool),
                                                fill=lambda dtype: -1e9)], "masked entries hold"),
     "mask in float32 always": Wrong("mask", [lambda key_mask, t, dtype: s3.causal_padding_mask(key_mask, t,

@@ -40,9 +40,10 @@ def check_mask(causal_padding_mask):
     mask = array(call(causal_padding_mask, "causal_padding_mask", checked, key_mask, S, np.float32),
                  "causal_padding_mask", checked, (B, 1, S, S), "[B, 1, T, S]",
                  "one mask row per query: [B, 1, T, S]; the 1 broadcasts over the heads")
-    if mask.dtype == np.bool_:
-        raise Failure(checked, "`causal_padding_mask` returned booleans; the mask is additive: 0 where a query may "
-                      "look, np.finfo(dtype).min where it may not (it is added to the scores)", hint=hint)
+    if mask.dtype == np.bool_ or (np.isin(mask, (0, 1)).all() and (mask == 1).any()):
+        raise Failure(checked, f"`causal_padding_mask` returned {'booleans' if mask.dtype == np.bool_ else '0s and 1s'}"
+                      f"; the mask is additive: 0 where a query may look, np.finfo(dtype).min where it may not (it is "
+                      f"added to the scores)", hint=hint)
     expected = np.asarray(ref_mask(key_mask, S, np.float32))
     scores = ref["layers.0.attn.scores"]
     with np.errstate(all="ignore"):
