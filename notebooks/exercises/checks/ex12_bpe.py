@@ -7,16 +7,22 @@ from functools import lru_cache
 from pathlib import Path
 
 import arcee_np
+from tokenizers import Tokenizer
 
 from checking import Exercise, Failure, call, check
 
-from .shipped import tokenizer
 
 PASSAGE = ("ROMEO:\nBut, soft! what light through yonder window breaks? It is the east, and Juliet is the sun.\n"
            "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo? Deny thy father and refuse thy name.\n"
            "Tomorrow, and tomorrow, and tomorrow, creeps in this petty pace from day to day.")
 EDGES = ("Ġaaaa", "Ġmmmmm", "Ġoooo", "Ġeee", "Ġlll", "Ġsss", "Ġttttt", "Ġnnnn", "Ġisss", "Ġthethe", "Ġinin",
          "Ġunthinkable", "Ġmisunderstanding", "Ġxyzzy", "Ġqq", "Ġ", "a", "Ġrrrrr", "ĠRomeoRomeo")
+
+
+@lru_cache(maxsize=None)
+def shipped_tokenizer() -> Tokenizer:
+    """The shipped tokenizer.json as the tokenizers library loads it (its pre-tokenizer and its BPE model)."""
+    return Tokenizer.from_file(str(Path(arcee_np.default_model_path()) / "tokenizer.json"))
 
 
 @lru_cache(maxsize=None)
@@ -30,13 +36,13 @@ def ranks() -> dict:
 def words() -> list[str]:
     """The passage as the tokenizer's pre-tokenizer splits it (byte-level characters: 'Ġ' is the space), then the
     words where a shortcut differs: letters repeated (overlapping pairs), words that merge late."""
-    pieces = [w for w, _ in tokenizer()._tokenizer.pre_tokenizer.pre_tokenize_str(PASSAGE)]
+    pieces = [w for w, _ in shipped_tokenizer().pre_tokenizer.pre_tokenize_str(PASSAGE)]
     return list(dict.fromkeys(pieces + list(EDGES)))
 
 
 def shipped_bpe(word: str) -> list[str]:
     """The shipped tokenizer's BPE model on one pre-tokenized word."""
-    return [token.value for token in tokenizer()._tokenizer.model.tokenize(word)]
+    return [token.value for token in shipped_tokenizer().model.tokenize(word)]
 
 
 @check("bpe")
