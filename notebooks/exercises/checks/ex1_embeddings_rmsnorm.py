@@ -123,8 +123,6 @@ def rms_norm_mistakes(x, w, eps) -> dict:
         }
 
 
-
-
 EXERCISES = {  # the exercises of this notebook: the names each asks for, its check
     "embed": Exercise("ex1_embeddings_rmsnorm", ("embed",), check_embed),
     "rms_norm": Exercise("ex1_embeddings_rmsnorm", ("rms_norm",), check_rms_norm),

@@ -248,8 +248,6 @@ def yarn_reference():
     return reference_trace(stretched, reference().inputs["input_ids"], "layers.0.attn.q*")
 
 
-
-
 EXERCISES = {  # the exercises of this notebook: the names each asks for, its check
     "rope_tables": Exercise("ex2_rope_yarn", ("rope_inv_freq", "rope_tables"), check_rope_tables),
     "apply_rope": Exercise("ex2_rope_yarn", ("apply_rope",), check_apply_rope),

@@ -291,8 +291,6 @@ class WatchedCache:
         return got_k.astype(keys.dtype, copy=False), got_v.astype(values.dtype, copy=False)
 
 
-
-
 EXERCISES = {  # the exercises of this notebook: the names each asks for, its check
     "mask": Exercise("ex3_attention", ("causal_padding_mask",), check_mask),
     "attention": Exercise("ex3_attention", ("attention",), check_attention),

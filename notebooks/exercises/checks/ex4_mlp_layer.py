@@ -9,7 +9,7 @@ from arcee_np.blocks import causal_padding_mask as ref_mask
 from arcee_np.blocks import default_inv_freq, rope_cos_sin
 from arcee_np.blocks import mlp as ref_mlp
 from arcee_np.blocks import relu2 as ref_relu2
-from arcee_np.model import StepMask
+from arcee_np.blocks import StepMask
 from arcee_np.model import decoder_layer as ref_decoder_layer
 from arcee_np.oracle.compare import TOLERANCES
 from arcee_np.trace import LAYER_STAGES, trace
@@ -121,8 +121,6 @@ def _layer_dict(value, checked, layer, shape, hint) -> dict:
     out = {f"layers.{layer}.{name}": array(v, f"decoder_layer(...)[{name!r}]", checked) for name, v in value.items()}
     array(value["out"], "decoder_layer(...)['out']", checked, shape, "[B, T, D]", hint)
     return out
-
-
 
 
 def _reference_decoder_layer(h, weights, cos, sin, mask, config, cache=None, layer=0):

@@ -134,8 +134,6 @@ def _eos_ids():
     return set(eos if isinstance(eos, list) else [eos])
 
 
-
-
 def _reference_forward(params, config, input_ids, cache=None):
     with trace("*") as t:
         h = backbone(params, config, input_ids, cache=cache).last_hidden_state

@@ -63,12 +63,10 @@ def describe_ids(ids) -> str:
     return f"{ids.shape[1]} tokens of {TEXT!r} on the shipped model"
 
 
-
 def softmax(s, axis=-1):
     s = np.asarray(s, dtype=np.float32)
     e = np.exp(s - s.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
-
 
 
 def token_words(ids) -> str:
