@@ -7,6 +7,7 @@ Quick use::
     out = model(input_ids)                                  # out.logits: [B, T, V]
 """
 
+from . import moved
 from .cache import KVCache
 from .config import ArceeConfig
 from .errors import (ArceeError, CacheError, CheckpointError, ConfigError, DeviceError, FileAccessError, InputError,
@@ -17,7 +18,9 @@ from .outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithP
 from .shipped import default_model_path
 from .trace import detect_nonfinite, trace
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+moved.install()  # the old import paths (arcee_np.compare ...) keep working for a release, with a warning
 
 __all__ = ["ArceeConfig", "ArceeError", "ArceeForCausalLM", "ArceeForQuestionAnswering",
            "ArceeForSequenceClassification", "ArceeForTokenClassification", "ArceeModel", "ArceePreTrainedModel",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
+from .io.atomic import write_text_files
 from .validation.config import check_config, check_config_json
 from .validation.files import check_path, read_json
 
@@ -148,11 +149,8 @@ class ArceeConfig:
         return cls.from_dict(read_json(file, CONFIG_NAME, ConfigError), source=file)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write ``config.json`` into the folder ``path`` (created if needed)."""
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, CONFIG_NAME), "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
+        """Write ``config.json`` into the folder ``path`` (created if needed), replaced whole (io.atomic)."""
+        write_text_files(path, {CONFIG_NAME: json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"})
 
 
 def _default_labels(num_labels: int) -> tuple[dict, dict]:

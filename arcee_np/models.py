@@ -6,7 +6,6 @@ What every class shares (loading, saving, the checked backbone call) is ArceePre
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -128,13 +127,10 @@ class ArceeForCausalLM(ArceePreTrainedModel):
             model.generation_config = generation_config
         return model
 
-    def save_pretrained(self, path, max_shard_size=None):
-        """As ArceePreTrainedModel.save_pretrained, plus generation_config.json when the model has one."""
-        super().save_pretrained(path, max_shard_size=max_shard_size)
-        if self.generation_config:
-            with open(os.path.join(path, GENERATION_CONFIG_NAME), "w", encoding="utf-8") as fh:
-                json.dump(self.generation_config, fh, indent=2, sort_keys=True)
-                fh.write("\n")
+    def _json_files(self) -> dict:
+        """generation_config.json (when the model has one), then config.json."""
+        generation = {GENERATION_CONFIG_NAME: self.generation_config} if self.generation_config else {}
+        return {**generation, **super()._json_files()}
 
     def _generation_step(self, input_ids, attention_mask, position_ids, cache):
         """generate's step: the logits [B, V] of the last position, appending to ``cache``. Its arguments

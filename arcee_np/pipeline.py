@@ -45,7 +45,7 @@ class TextGenerationPipeline:
         sequences = self.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **generate_kwargs)
         width = batch["input_ids"].shape[1]
         results = []
-        for prompt, row in zip(prompts, sequences):
+        for prompt, row in zip(prompts, sequences, strict=False):
             text = self.tokenizer.decode(row[width:], skip_special_tokens=skip_special_tokens)
             results.append([{"generated_text": prompt + text if return_full_text else text}])
         return results[0] if single else results

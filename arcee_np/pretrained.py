@@ -15,7 +15,7 @@ import numpy as np
 from .backend import device_of, namespace_for_device, resolve_dtype, to_numpy
 from .blocks.namespace import array_namespace
 from .blocks.stored import is_stored
-from .config import ArceeConfig
+from .config import CONFIG_NAME, ArceeConfig
 from .errors import CheckpointError, InputError, NonFiniteError
 from .io.checkpoint import backbone_shapes, parameter_count, read_checkpoint, split_checkpoint, write_checkpoint
 from .io.gguf import is_gguf, read_gguf
@@ -165,9 +165,14 @@ class ArceePreTrainedModel:
     def save_pretrained(self, path: str | os.PathLike, max_shard_size: int | None = None) -> None:
         """Write config.json and safetensors (sharded above ``max_shard_size`` bytes) that transformers'
         ``from_pretrained`` loads to the same outputs; the tensors are in the model's dtype (as transformers
-        saves them), bfloat16 included."""
-        self.config.save_pretrained(path)
-        write_checkpoint(path, self.state_dict(), max_shard_size=max_shard_size)
+        saves them), bfloat16 included. Each file is written under a temporary name and moved into place
+        when complete, the weights first and config.json last (io.checkpoint.write_checkpoint): a save
+        interrupted at any moment leaves the old checkpoint or the new one."""
+        write_checkpoint(path, self.state_dict(), max_shard_size=max_shard_size, json_files=self._json_files())
+
+    def _json_files(self) -> dict:
+        """The checkpoint's JSON files, in the order they are moved into place (config.json last)."""
+        return {CONFIG_NAME: self.config.to_dict()}
 
     def num_parameters(self) -> int:
         """How many weights the model holds (a tied embedding counts once)."""

@@ -489,12 +489,13 @@ def checkpoint_cases(work: Path):
     (weights_dir / "model.safetensors").mkdir()
     yield Case("checkpoint", "weights-is-a-folder", needles=[["model.safetensors"]], code=LOAD, folder=weights_dir)
     yield Case("checkpoint", "folder-missing", needles=[["no-such-folder"]],
-               code="from arcee_np import ArceeForCausalLM\nArceeForCausalLM.from_pretrained(WORK + '/no-such-folder')\n")
+               code="from arcee_np import ArceeForCausalLM\n"
+                    "ArceeForCausalLM.from_pretrained(WORK + '/no-such-folder')\n")
     yield Case("checkpoint", "path-is-a-file", needles=[["config.json"]],
                code="from arcee_np import ArceeForCausalLM\nArceeForCausalLM.from_pretrained(MODEL + '/config.json')\n")
-    for name, kwargs, needle in (("dtype", "dtype='int8'", "int8"), ("device", "device='tpu'", "tpu"),
-                                 ("dtype-type", "dtype=32", "dtype"), ("check_finite-string", "check_finite='no'",
-                                                                       "check_finite")):
+    for _name, kwargs, needle in (("dtype", "dtype='int8'", "int8"), ("device", "device='tpu'", "tpu"),
+                                  ("dtype-type", "dtype=32", "dtype"),
+                                  ("check_finite-string", "check_finite='no'", "check_finite")):
         yield Case("checkpoint", f"from_pretrained({kwargs})", needles=[[needle]],
                    code=f"from arcee_np import ArceeForCausalLM\nArceeForCausalLM.from_pretrained(MODEL, {kwargs})\n")
 
@@ -599,7 +600,8 @@ def cache_cases(work: Path):
     }
     for name, (call, needle) in bad.items():
         yield Case("cache", name, needles=[needle], code=MODEL_SETUP + call + "\n")
-    yield Case("cache", "legacy-tuple", expect="either", needles=[["past_key_values"]], code=MODEL_SETUP + textwrap.dedent("""
+    yield Case("cache", "legacy-tuple", expect="either", needles=[["past_key_values"]],
+               code=MODEL_SETUP + textwrap.dedent("""
         c = KVCache(4)
         model(ids, past_key_values=c)
         legacy = tuple((np.array(k), np.array(v)) for k, v in c.to_legacy())
@@ -795,7 +797,8 @@ def tracefile_cases(work: Path):
     good = {"format": "arcee_np.trace", "version": 1, "names": ["embed"], "inputs": ["input_ids"],
             "meta": {"producer": "arcee_np", "dtype": "float32"}}
     variants = {
-        "meta-not-json": "{", "meta-list": "[]", "meta-string": "\"x\"", "format-wrong": json.dumps({**good, "format": "x"}),
+        "meta-not-json": "{", "meta-list": "[]", "meta-string": "\"x\"",
+        "format-wrong": json.dumps({**good, "format": "x"}),
         "names-missing": json.dumps({k: v for k, v in good.items() if k != "names"}),
         "names-string": json.dumps({**good, "names": "embed"}), "names-ints": json.dumps({**good, "names": [1, 2]}),
         "names-absent-tensor": json.dumps({**good, "names": ["embed", "layers.0.out"]}),
@@ -820,7 +823,8 @@ def tracefile_cases(work: Path):
     path = folder / "valid.safetensors"
     path.write_bytes(trace_file_bytes(json.dumps(good)))
     yield Case("tracefile", "valid", expect="accept", code=f"FILE = {str(path)!r}\n" + TRACE_SETUP.replace(
-        "load_trace(FILE)", "t = load_trace(FILE)\nassert list(t) == ['embed'] and t.inputs['input_ids'].tolist() == [[1, 2]]"))
+        "load_trace(FILE)",
+        "t = load_trace(FILE)\nassert list(t) == ['embed'] and t.inputs['input_ids'].tolist() == [[1, 2]]"))
     yield Case("tracefile", "a-folder", needles=[["traces"]], code=f"FILE = {str(folder)!r}\n" + TRACE_SETUP)
 
 
@@ -837,7 +841,8 @@ def cli_cases(work: Path):
             status = None if value == "1000000000" else 2
             yield cli(f"generate {flag} {value}", ["generate", "hi", flag, value], [[flag, "max_position"]], status)
     yield cli("generate --model missing", ["generate", "hi", "--model", missing], [[missing]], 2)
-    yield cli("generate --model file", ["generate", "hi", "--model", str(SHIPPED / "config.json")], [["config.json"]], 2)
+    yield cli("generate --model file", ["generate", "hi", "--model", str(SHIPPED / "config.json")],
+              [["config.json"]], 2)
     yield cli("generate --device cuda", ["generate", "hi", "--device", "cuda"], [["cuda", "CuPy"]])
     yield cli("generate stdin not utf-8", ["generate"], [["stdin", "UTF-8"]], stdin=b"\xff\xfe bad")
     yield cli("generate --chat without template", ["generate", "hi", "--chat"], [["chat"]])
@@ -855,7 +860,8 @@ def cli_cases(work: Path):
         "template-raises": {"tokenizer_config.json": {**shipped_json("tokenizer_config.json"), "chat_template":
                                                       "{{ raise_exception('no chats here') }}"}},
     }
-    needle_of = {"config-eps-null": ["rms_norm_eps"], "config-eps-inf": ["rms_norm_eps"], "config-list": ["config.json"],
+    needle_of = {"config-eps-null": ["rms_norm_eps"], "config-eps-inf": ["rms_norm_eps"],
+                 "config-list": ["config.json"],
                  "weights-truncated": ["model.safetensors"], "generation-config-temperature-string": ["temperature"],
                  "tokenizer-not-json": ["tokenizer.json"], "tokenizer-config-list": ["tokenizer_config.json"],
                  "template-syntax": ["tokenizer_config.json"], "template-raises": ["no chats here"]}
@@ -869,7 +875,8 @@ def cli_cases(work: Path):
     from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(SHIPPED / "model.safetensors"))
-    tensors["model.layers.2.mlp.down_proj.weight"] = np.full_like(tensors["model.layers.2.mlp.down_proj.weight"], np.nan)
+    down = "model.layers.2.mlp.down_proj.weight"
+    tensors[down] = np.full_like(tensors[down], np.nan)
     nan_folder = model_folder(work, "cli-nan-weights", {"model.safetensors": None})
     save_file(tensors, str(nan_folder / "model.safetensors"))
     yield cli("generate model:nan-weights", ["generate", "hi", "--model", str(nan_folder)], [["layers.2"]], 1)
@@ -893,7 +900,8 @@ def cli_cases(work: Path):
     garbage = out_dir / "garbage.safetensors"
     garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": [1, 2, 3]}")
     compare = ["compare", str(valid_trace), str(valid_trace)]
-    for flag, values in {"--atol": ["nan", "-1", "x", "inf"], "--rtol": ["nan", "-1"], "--tolerance": ["loose"]}.items():
+    bad_values = {"--atol": ["nan", "-1", "x", "inf"], "--rtol": ["nan", "-1"], "--tolerance": ["loose"]}
+    for flag, values in bad_values.items():
         for value in values:
             yield cli(f"compare {flag} {value}", compare + [flag, value], [[flag]], 2)
     yield cli("compare --json missing folder", compare + ["--json", str(work / "nowhere" / "r.json")], [["nowhere"]], 2)
@@ -935,14 +943,16 @@ def api_cases(work: Path):
     """The rest of the public surface: constructors, tracing, comparing, saving."""
     calls = {
         "from_config-huge": ("from arcee_np import ArceeConfig, ArceeForCausalLM\nArceeForCausalLM.from_config("
-                             "ArceeConfig(num_hidden_layers=10 ** 9, vocab_size=64, hidden_size=32, intermediate_size=32,"
+                             "ArceeConfig(num_hidden_layers=10 ** 9, vocab_size=64, hidden_size=32, "
+                             "intermediate_size=32,"
                              " num_attention_heads=4))", ["from_config"]),
         "KVCache(0)": ("from arcee_np import KVCache\nKVCache(0)", ["num_layers"]),
         "KVCache('2')": ("from arcee_np import KVCache\nKVCache('2')", ["num_layers"]),
         "KVCache(max_length=-1)": ("from arcee_np import KVCache\nKVCache(2, max_length=-1)", ["max_length"]),
         "trace(5)": ("import arcee_np\nwith arcee_np.trace(5):\n    pass", ["pattern"]),
         "save_trace-missing-folder": ("from arcee_np.oracle.tracefile import save_trace\nimport numpy as np\n"
-                                      "save_trace({'embed': np.ones(2)}, WORK + '/nowhere/t.safetensors')", ["nowhere"]),
+                                      "save_trace({'embed': np.ones(2)}, WORK + '/nowhere/t.safetensors')",
+                                      ["nowhere"]),
         "save_trace-reserved-name": ("from arcee_np.oracle.tracefile import save_trace\nimport numpy as np\n"
                                      "save_trace({'inputs.x': np.ones(2)}, WORK + '/t.safetensors')", ["inputs."]),
         "compare-tolerance-nan": ("from arcee_np.oracle.compare import compare_traces\nimport numpy as np\n"
@@ -1114,7 +1124,7 @@ def build_cases(work: Path, only: set[str] | None) -> list[Case]:
 
 def table(cases: list[Case], outcomes: list[dict]) -> str:
     counts = collections.defaultdict(collections.Counter)
-    for case, outcome in zip(cases, outcomes):
+    for case, outcome in zip(cases, outcomes, strict=False):
         counts[case.surface][outcome["category"]] += 1
         counts["total"][outcome["category"]] += 1
     width = max(len(s) for s in counts) + 2
@@ -1136,10 +1146,12 @@ def table(cases: list[Case], outcomes: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", action="append", choices=list(GENERATORS), help="audit only this surface (repeatable)")
+    parser.add_argument("--only", action="append", choices=list(GENERATORS),
+                        help="audit only this surface (repeatable)")
     parser.add_argument("--jobs", type=int, default=2, help="cases run at the same time (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a case may take (default: %(default)s)")
-    parser.add_argument("--memory-gib", type=float, default=4.0, help="address-space limit per case (default: %(default)s)")
+    parser.add_argument("--memory-gib", type=float, default=4.0,
+                        help="address-space limit per case (default: %(default)s)")
     parser.add_argument("--show", action="store_true", help="list every case that is neither clean nor accepted")
     parser.add_argument("--show-all", action="store_true", help="list every case with its outcome")
     parser.add_argument("--json", metavar="FILE", help="write every case's outcome as JSON")
@@ -1159,17 +1171,17 @@ def main(argv=None) -> int:
                                      enumerate(cases)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for case, outcome in zip(cases, outcomes):
+    for case, outcome in zip(cases, outcomes, strict=False):
         if args.show_all or (args.show and outcome["category"] not in ("clean", "accepted")):
             print(f"[{outcome['category']}] {case.surface}: {case.name}\n    {outcome['detail'][:600]}")
     print(table(cases, outcomes))
     library = sum(1 for o in outcomes if o.get("library_class"))
-    in_python = sum(1 for c, o in zip(cases, outcomes) if o["category"] == "clean" and c.argv is None)
+    in_python = sum(1 for c, o in zip(cases, outcomes, strict=False) if o["category"] == "clean" and c.argv is None)
     print(f"clean errors outside the CLI: {in_python}, of which {library} raised as arcee_np.ArceeError (the rest: "
           f"Python's own check of a call's keywords)")
     if args.json:
         Path(args.json).write_text(json.dumps([{"surface": c.surface, "name": c.name, "expect": c.expect, **o}
-                                               for c, o in zip(cases, outcomes)], indent=1))
+                                               for c, o in zip(cases, outcomes, strict=False)], indent=1))
     return 0
 
 

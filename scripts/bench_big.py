@@ -176,8 +176,8 @@ def main(argv=None):
         r = run_worker(path, dtype, widen, args.tokens, args.repeats, args.threads, args.logits)
         r.update(dtype=dtype, widen=widen)
         results["runs"].append(r)
-        print(f"{dtype:9} {widen:8} {r['load_s']:7.1f} {r['forward_s']:10.2f} {gib(max(r['peak_rss'], r['vm_hwm'])):>13} "
-              f"{gib(r['peak_anon']):>14}", flush=True)
+        print(f"{dtype:9} {widen:8} {r['load_s']:7.1f} {r['forward_s']:10.2f} "
+              f"{gib(max(r['peak_rss'], r['vm_hwm'])):>13} {gib(r['peak_anon']):>14}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

@@ -70,7 +70,7 @@ def build(folder: Path, layers: int, seed: int = 0) -> None:
         part = name.split(".")
         groups.setdefault(f"layer{part[2]}" if part[1:2] == ["layers"] else part[-2], []).append(name)
     weight_map, total = {}, 0
-    for number, (group, names) in enumerate(groups.items(), start=1):
+    for number, names in enumerate(groups.values(), start=1):
         shard = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
         tensors = {}
         for name in names:

@@ -310,7 +310,7 @@ def roofline(config, weight_bytes: int, bandwidth: float, batch: int, prompt: in
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:
     """How far two greedy continuations agree: per row, the index of the first differing token."""
     first = []
-    for row_a, row_b in zip(a, b):
+    for row_a, row_b in zip(a, b, strict=False):
         diff = np.nonzero(row_a != row_b)[0]
         first.append(int(diff[0]) if diff.size else None)
     return {"identical_rows": sum(f is None for f in first), "rows": len(first), "first_difference": first}
@@ -319,7 +319,8 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
 # ---------------------------------------------------------------------------------------------- tests
 def run_tests(timeout: int) -> dict:
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"]
-    env = dict(os.environ, CUPY_TF32="0", PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, CUPY_TF32="0", PYTHONPATH=path)
     start = time.perf_counter()
     try:
         proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

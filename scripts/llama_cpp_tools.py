@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 # llama.cpp's file types (llama_ftype) for the quantizer; Q4_K, Q5_K: their _M mixes, made pure below
-FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18, "BF16": 32}
+FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18,
+          "BF16": 32}
 PURE = {"Q4_K", "Q5_K", "Q6_K", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"}  # every matrix in the one type
 TOKENIZER_TEXT = ("From fairest creatures we desire increase, that thereby beauty's rose might never die, "
                   "but as the riper should by time decease, his tender heir might bear his memory. ") * 8

@@ -67,8 +67,9 @@ SEQUENCE_LENGTH = 32
 VOCAB = 288  # 256 byte tokens, 3 special tokens, 29 merges
 
 SMALL = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=4, head_dim=16, hidden_act="relu2", max_position_embeddings=2048, initializer_range=0.15,
-             rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+             num_key_value_heads=4, head_dim=16, hidden_act="relu2", max_position_embeddings=2048,
+             initializer_range=0.15, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+             tie_word_embeddings=False)
 YARN = {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 256}
 
 # name -> (description, config overrides, dtype saved, the converter's outtype, GGUF types written)
@@ -156,7 +157,8 @@ def main() -> None:
             case = args.out / name
             hf = case / "hf"
             build_checkpoint(name, overrides, save_dtype, hf)
-            ids = torch.randint(3, VOCAB, (1, SEQUENCE_LENGTH), generator=torch.Generator().manual_seed(seed_of(name) + 1))
+            generator = torch.Generator().manual_seed(seed_of(name) + 1)
+            ids = torch.randint(3, VOCAB, (1, SEQUENCE_LENGTH), generator=generator)
             save_file({"input_ids": ids, **expected_logits(hf, ids)}, str(case / "expected.safetensors"))
             source = Path(scratch) / f"{name}-{outtype}.gguf"
             convert(args.converter, hf, outtype, source)

@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -96,7 +95,8 @@ TOL_FLOAT16 = 1e-2
 # the products in the same order, so they agree bit for bit; one bfloat16 ulp (2**-7 relative) is allowed
 # so that a different BLAS summation order (a 1-ulp flip) does not fail, while a misplaced rounding does.
 TOL_BFLOAT16 = [1e-3, 2.0**-7]
-# gradients: |ours - transformers| <= atol + rtol * |transformers| elementwise (docs/numerics.md gives the measured gaps)
+# gradients: |ours - transformers| <= atol + rtol * |transformers| elementwise (docs/numerics.md gives the
+# measured gaps)
 TOL_GRAD_FLOAT32 = (1e-5, 1e-4)
 TOL_GRAD_FLOAT64_LIFTED = (1e-10, 0.0)
 
@@ -948,7 +948,8 @@ def _default_labels(name: str, inputs: dict) -> torch.Tensor:
         labels = inputs["input_ids"].clone()
     else:
         batch, length = inputs["inputs_embeds"].shape[:2]
-        labels = random_ids(torch.Generator().manual_seed(seed_of(name) + 2), (batch, length), BASE_CONFIG["vocab_size"])
+        generator = torch.Generator().manual_seed(seed_of(name) + 2)
+        labels = random_ids(generator, (batch, length), BASE_CONFIG["vocab_size"])
     if "attention_mask" in inputs:
         labels[inputs["attention_mask"] == 0] = -100
     return labels
@@ -957,7 +958,8 @@ def _default_labels(name: str, inputs: dict) -> torch.Tensor:
 OPTIMIZER_RUNS = {  # name: (dtype, AdamW arguments, clip max_norm, schedule, schedule arguments)
     "float64_cosine": ("float64", dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),
     "float64_linear": ("float64", dict(lr=1e-2, betas=(0.8, 0.999), eps=1e-6, weight_decay=0.0), 0.5, "linear", {}),
-    "float64_min_lr": ("float64", dict(lr=5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01), 100.0, "cosine_min_lr",
+    "float64_min_lr": ("float64", dict(lr=5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01), 100.0,
+                       "cosine_min_lr",
                        {"min_lr_rate": 0.1}),
     "float64_beta1_0": ("float64", dict(lr=1e-2, betas=(0.0, 0.99), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),
     "float32_cosine": ("float32", dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1), 1.0, "cosine", {}),

@@ -245,8 +245,8 @@ def processor_fixtures() -> list[str]:
         # top-p sorts with torch's unstable sort, which orders tied scores arbitrarily (even differently per row):
         # its fixtures use scores without ties so that the expected output is well defined
         inputs = untied if name.startswith("top_p") or name == "chain" else scores
-        save_file({"scores": inputs, "input_ids": input_ids, "expected": processor(input_ids, inputs.clone()).contiguous()},
-                  str(folder / f"{name}.safetensors"))
+        expected = processor(input_ids, inputs.clone()).contiguous()
+        save_file({"scores": inputs, "input_ids": input_ids, "expected": expected}, str(folder / f"{name}.safetensors"))
     (folder / "processors.json").write_text(json.dumps(arguments, indent=2) + "\n")
     return ["processors"]
 

@@ -406,13 +406,18 @@ def verify_with_transformers(out: Path, val_ids: np.ndarray, seq_len: int, val_l
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the model and tokenizer files")
-    p.add_argument("--steps", type=int, default=SHIPPED_STEPS, help="number of optimizer steps (the shipped model's by default)")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock training budget; replaces --steps by a step count measured after --calibrate steps")
-    p.add_argument("--calibrate", type=int, default=30, help="steps timed (after the first 5) to turn --minutes into a step count")
+    p.add_argument("--steps", type=int, default=SHIPPED_STEPS,
+                   help="number of optimizer steps (the shipped model's by default)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock training budget; replaces --steps by a step count measured after --calibrate steps")
+    p.add_argument("--calibrate", type=int, default=30,
+                   help="steps timed (after the first 5) to turn --minutes into a step count")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--val-plays", default="julius-caesar,the-tempest", help="comma-separated plays held out for validation")
+    p.add_argument("--val-plays", default="julius-caesar,the-tempest",
+                   help="comma-separated plays held out for validation")
     # tokenizer and model shape
     p.add_argument("--vocab-size", type=int, default=4096)
     p.add_argument("--hidden", type=int, default=256)
@@ -457,7 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     train_ids, train_offsets = encode(tok, train_text)
     val_ids, _ = encode(tok, val_text)
     starts = speech_starts(train_text, train_offsets)
-    log(f"tokens: train {len(train_ids):,}, val {len(val_ids):,}, vocab {tok.get_vocab_size()}, {len(starts):,} speeches")
+    log(f"tokens: train {len(train_ids):,}, val {len(val_ids):,}, vocab {tok.get_vocab_size()}, "
+        f"{len(starts):,} speeches")
 
     config = build_config(args, tok.get_vocab_size())
     model = build_model(config, args.seed)
@@ -496,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
             "train_tokens": int(len(train_ids)),
             "val_tokens": int(len(val_ids)),
         },
-        "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "prompt")},
+        "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                            if k not in ("out", "prompt")},
         "final_train_loss_ema": round(stats["final_train_loss_ema"], 4),
         "val_loss": round(val_loss, 4),
         "unigram_val_loss": round(unigram, 4),
@@ -515,7 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     sizes = {f.name: f.stat().st_size for f in sorted(args.out.iterdir()) if f.is_file()}
-    log("files: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()) + f"; total {sum(sizes.values()) / 1e6:.2f} MB")
+    log("files: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items())
+        + f"; total {sum(sizes.values()) / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from arcee_np import ArceeConfig, ArceeForCausalLM
+from arcee_np.oracle.tolerances import TOLERANCES, Tolerance
+
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]  # fixtures: tmp dirs
 settings.register_profile("plain", max_examples=25, deadline=None, suppress_health_check=_QUIET)
 settings.register_profile("ci", max_examples=400, deadline=None, suppress_health_check=_QUIET)
 settings.load_profile(os.environ.get("ARCEE_NP_FUZZ_PROFILE", "plain"))
-
-from arcee_np import ArceeConfig, ArceeForCausalLM
 
 
 def small_config(**overrides) -> ArceeConfig:
@@ -64,3 +65,13 @@ def small_attention_tiles(queries: int = 3, keys: int = 5):
         yield
     finally:
         module.SCORE_TILE_ELEMENTS, module.QUERY_TILE, module.MIN_KEY_TILE = saved
+
+
+def golden_tolerance(value) -> Tolerance:
+    """The row of arcee_np's TOLERANCES that a golden fixture's tolerance is: a number (a max abs error, rtol 0)
+    or ``[atol, rtol]``. A fixture whose numbers are in no row fails: the table is the one source."""
+    atol, rtol = (value, 0.0) if np.isscalar(value) else value
+    row = next((row for row in TOLERANCES.values() if (row.atol, row.rtol) == (atol, rtol)), None)
+    assert row is not None, f"the fixture's tolerance {value} is no row of arcee_np.oracle.tolerances.TOLERANCES"
+    return row
+

@@ -91,7 +91,8 @@ def test_rope_backward_is_the_inverse_rotation(rng):
 @pytest.mark.parametrize("padding", [False, True])
 def test_attention_backward(rng, kv_heads, padding):
     B, H, T, hd = 2, 4, 5, 3
-    q, k, v = rng.normal(size=(B, H, T, hd)), rng.normal(size=(B, kv_heads, T, hd)), rng.normal(size=(B, kv_heads, T, hd))
+    q = rng.normal(size=(B, H, T, hd))
+    k, v = rng.normal(size=(B, kv_heads, T, hd)), rng.normal(size=(B, kv_heads, T, hd))
     key_mask = np.ones((B, T), dtype=np.int64)
     if padding:
         key_mask[1, :2] = 0  # left padding: row 1's first two query rows see no key (uniform softmax)
@@ -215,8 +216,9 @@ def test_other_losses_backward(rng):
                                    ("single_label_classification", np.array([1, -100, 3]), (3, 4)),
                                    ("multi_label_classification", targets, (3, 4))):
         pooled = rng.normal(size=shape)
-        check_loss(lambda p: sequence_classification_loss(p, labels, problem),
-                   lambda p: sequence_classification_loss_backward(p, labels, problem), pooled, rng)
+        check_loss(lambda p, labels=labels, problem=problem: sequence_classification_loss(p, labels, problem),
+                   lambda p, labels=labels, problem=problem: sequence_classification_loss_backward(p, labels, problem),
+                   pooled, rng)
     token_labels = np.array([[1, -100, 3], [0, 2, -100]])
     check_loss(lambda p: token_classification_loss(p, token_labels),
                lambda p: token_classification_loss_backward(p, token_labels), rng.normal(size=(2, 3, 4)), rng)

@@ -1,5 +1,5 @@
 """compare.py: per-tensor errors, the tolerance table, the first divergence and its explanation, and the
-``arcee-np trace`` / ``arcee-np compare`` commands (run through arcee_np.oracle.cli.main, without torch)."""
+``arcee-np trace`` / ``arcee-np compare`` commands (run through arcee_np.cli.main, without torch)."""
 
 import json
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from arcee_np.oracle.compare import _STAGES, TOLERANCES, Tolerance, compare_arrays, compare_traces, tolerance_for
-from arcee_np.oracle.cli import main, parse_ids
+from arcee_np.cli import main
+from arcee_np.cli.checks import parse_token_ids as parse_ids
 from arcee_np.trace import LAYER_LEVEL, LAYER_STAGES, Trace
 from arcee_np.oracle.tracefile import load_trace, save_trace, trace_model
 from conftest import random_model
@@ -235,3 +236,27 @@ def test_registered_in_the_arcee_np_cli_with_prompts(tmp_path, capsys):
     assert arcee_np_main(["compare", str(out), str(tmp_path / "q.safetensors")]) == 1
     assert "first divergence at layers.0.attn.q_rope" in capsys.readouterr().out
     assert arcee_np_main(["compare", str(out)]) == 2
+
+
+def test_cli_rtol_alone_is_honoured_and_the_report_states_both_numbers(tmp_path, checkpoint, capsys):
+    """numpy.allclose semantics: --rtol alone replaces the row's rtol and the atol keeps the row's value
+    (float32: 1e-4); --atol alone likewise; the report states the two numbers it used."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert main(["trace", "--model", str(checkpoint), "--ids", "3 14 15 9", "--out", str(a)]) == 0
+    t = load_trace(a)
+    broken = copy_of(t, **{"layers__1__mlp__out": lambda x: x * 1.5})  # a relative error of 0.5 everywhere
+    broken.inputs, broken.meta = t.inputs, t.meta
+    save_trace(broken, b)
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b)]) == 1  # the float32 row: 1e-4 + 1e-5 |ref|
+    assert "with atol 0.0001, rtol 1e-05 (float32" in capsys.readouterr().out
+    assert main(["compare", str(a), str(b), "--rtol", "1e9"]) == 0  # honoured, not dropped
+    out = capsys.readouterr().out
+    assert "with atol 0.0001, rtol 1e+09 (--rtol, the rest from the float32 row)" in out
+    assert "agree within tol 1e-04 + 1e+09*|ref|" in out
+    assert main(["compare", str(a), str(b), "--rtol", "0.4"]) == 1  # 0.5 relative is past 0.4
+    assert main(["compare", str(a), str(b), "--rtol", "0.6"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--atol", "0.1", "--tolerance", "float64"]) == 1  # max abs 0.25
+    assert "with atol 0.1, rtol 1e-10 (--atol, the rest from the float64 row)" in capsys.readouterr().out
+    assert main(["compare", str(a), str(b), "--atol", "0", "--rtol", "0.6"]) == 0

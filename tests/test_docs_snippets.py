@@ -8,7 +8,6 @@ block may opt out only when the line before its fence is an HTML comment ``<!-- 
 
 from __future__ import annotations
 
-import os
 import re
 import textwrap
 from pathlib import Path

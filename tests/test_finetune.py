@@ -119,3 +119,31 @@ def test_progress_bar_off_a_terminal_prints_a_tenth_of_the_steps(capsys):
         bar.update(step, 1.0 / step)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 10 and lines[-1].startswith("finetune 100% |") and "20/20  loss 0.0500" in lines[-1]
+
+
+def test_finetune_reads_the_tokenizer_beside_a_gguf_file(tiny, data, tmp_path, capsys):
+    """``--model FILE.gguf`` finds tokenizer.json beside the file, as ``generate`` does, and copies it to --out."""
+    from arcee_np.io.gguf_writer import convert_checkpoint
+
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    gguf = folder / "tiny-F32.gguf"
+    convert_checkpoint(tiny, gguf, "F32")
+    code, _, err = run(capsys, "finetune", "--data", data, "--model", gguf, "--steps", 1, "--out", tmp_path / "o1",
+                       "--batch-size", 2, "--seq-len", 16)
+    assert code == 1 and f"no tokenizer.json in {str(folder)!r}" in err and "beside the GGUF file" in err
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(os.path.join(tiny, name), folder / name)
+    out = tmp_path / "o2"
+    code, _, err = run(capsys, "finetune", "--data", data, "--model", gguf, "--steps", 2, "--out", out,
+                       "--batch-size", 2, "--seq-len", 16)
+    assert code == 0, err
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(out))
+    tuned, base = ArceeForCausalLM.from_pretrained(out), ArceeForCausalLM.from_pretrained(gguf)
+    assert tuned.num_parameters() == base.num_parameters()
+
+
+def test_finetune_refuses_a_dtype_it_does_not_train_in(tiny, data, tmp_path, capsys):
+    code, _, err = run(capsys, "finetune", "--data", data, "--model", tiny, "--steps", 1, "--out", tmp_path / "o",
+                       "--dtype", "float16")
+    assert code == 2 and "finetune runs in float32 or float64" in err and "--dtype float32" in err

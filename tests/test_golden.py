@@ -4,7 +4,8 @@ Needs neither torch nor transformers: the checkpoints, inputs and expected tenso
 Every case folder is loaded with ``ArceeForCausalLM.from_pretrained(folder, dtype=case["dtype"])``, run
 with the stored inputs and ``case["call"]`` kwargs, and every stored tensor is compared (max abs error)
 with the tolerance its expectation file declares (float32 1e-4, float64 plain 1e-6, float64 lifted 1e-9,
-float16 1e-2). ``compare == "mask"`` compares only valid (non-padding) rows. Per-block tests check RoPE,
+float16 1e-2): a row of arcee_np's TOLERANCES (``golden_*``), checked with arcee_np.oracle.testing.assert_close.
+``compare == "mask"`` compares only valid (non-padding) rows. Per-block tests check RoPE,
 RMSNorm and one decoder layer against ``tests/golden/blocks/``. A few cases also run on
 ``device="array_api_strict"`` and must give the same numbers as NumPy.
 """
@@ -23,8 +24,10 @@ from arcee_np import ArceeConfig, ArceeForCausalLM, ArceeModel
 from arcee_np.backend import namespace_for_device, to_device, to_numpy
 from arcee_np.blocks import rms_norm, rope_cos_sin, rope_frequencies
 from arcee_np.model import decoder_layer
+from arcee_np.oracle import testing
+from arcee_np.oracle.tolerances import TOLERANCES
 
-from conftest import small_attention_tiles
+from conftest import golden_tolerance, small_attention_tiles
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 META = json.loads((GOLDEN / "meta.json").read_text())
@@ -63,7 +66,8 @@ def _valid_rows(array: np.ndarray, key: str, mask: np.ndarray | None) -> np.ndar
 
 def assert_close(actual, expected, key: str, tol, mask=None, where: str = "") -> float:
     """Max abs error of ``actual`` vs ``expected`` over the compared entries; fails where it exceeds ``tol``:
-    a number (max abs) or ``[atol, rtol]`` (``|a - e| <= atol + rtol * |e|`` elementwise).
+    a number (max abs) or ``[atol, rtol]`` (``|a - e| <= atol + rtol * |e|`` elementwise), which must be a row
+    of TOLERANCES (golden_tolerance); the comparison is arcee_np.oracle.testing.assert_close's.
 
     key: the fixture name of the tensor (``logits``, ``attentions.0``, ``past_key_values.1.keys`` ...),
     which decides the axis ``mask`` applies to; where: context for the message.
@@ -74,11 +78,8 @@ def assert_close(actual, expected, key: str, tol, mask=None, where: str = "") ->
     a = _valid_rows(actual.astype(np.float64), key, mask)
     e = _valid_rows(expected.astype(np.float64), key, mask)
     assert np.isfinite(e).all(), f"{label}: the golden tensor has non-finite compared entries"
-    atol, rtol = (tol, 0.0) if np.isscalar(tol) else tol
-    diff = np.abs(a - e)
-    err = float(np.max(diff)) if a.size else 0.0
-    assert (diff <= atol + rtol * np.abs(e)).all(), f"{label}: max abs error {err:.3g} > tolerance {tol}"
-    return err
+    testing.assert_close(a, e, name=label, tolerance=golden_tolerance(tol))
+    return float(np.max(np.abs(a - e))) if a.size else 0.0
 
 
 def flatten(out) -> dict:
@@ -245,7 +246,7 @@ def test_array_api_strict_same_numbers(name, variant, loaded):
         numpy_flat = run_case(loaded(name, "cpu", variant), name)
         strict_flat = run_case(loaded(name, "array_api_strict", variant), name)
     assert set(strict_flat) == set(numpy_flat)
-    tight = 1e-12 if case["dtype"] == "float64" else 1e-6
+    tight = TOLERANCES["array_api_strict_float64" if case["dtype"] == "float64" else "array_api_strict_float32"].atol
     for key, value in numpy_flat.items():
         assert type(strict_flat[key]).__module__.startswith("array_api_strict"), key
         assert_close(strict_flat[key], to_numpy(value), key, tight, None, f"{name} strict vs numpy")
@@ -382,3 +383,17 @@ def test_decoder_layer_block_rope_tables():
     cos, sin = rope_cos_sin(to_device(DL_T["position_ids"], xp), inv_freq, scaling, xp.float32)
     np.testing.assert_allclose(to_numpy(cos), DL_T["cos"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(to_numpy(sin), DL_T["sin"], rtol=0, atol=1e-6)
+
+
+def test_every_fixture_tolerance_is_a_row_of_the_one_table():
+    """The golden fixtures carry numbers; each is a row of arcee_np.oracle.tolerances.TOLERANCES, so the table is
+    the one source of every tolerance (a fixture with a number of its own would fail here)."""
+    tests = GOLDEN.parent
+    seen = set()
+    for path in sorted(tests.glob("golden*/**/case.json")):
+        case = json.loads(path.read_text())
+        values = [case["tolerance"]] if "tolerance" in case else []
+        for spec in case.get("expectations", {}).values():
+            values += [spec["tolerance"]] if "tolerance" in spec else [[spec["atol"], spec["rtol"]]]
+        seen.update(golden_tolerance(value).what for value in values)
+    assert len(seen) >= 6  # float32, float64 plain and lifted, float16, bfloat16, gradients

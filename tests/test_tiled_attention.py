@@ -155,7 +155,7 @@ def test_tiled_and_eager_models_agree_with_a_cache(rng):
         caches = KVCache(2), KVCache(2)
         for lo, hi in ((0, 17), (17, 18), (18, 25), (25, 26)):
             outs = [m(ids[:, lo:hi], attention_mask=mask[:, :hi], past_key_values=c, use_cache=True).logits
-                    for m, c in zip((tiled, eager), caches)]
+                    for m, c in zip((tiled, eager), caches, strict=False)]
             valid = mask[:, lo:hi].astype(bool)
             np.testing.assert_allclose(outs[0][valid], outs[1][valid], rtol=0, atol=tolerance)
 

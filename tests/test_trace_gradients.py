@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from arcee_np.blocks import ACTIVATION_BACKWARDS, causal_lm_loss, lm_head, relu_backward, rms_norm
-from arcee_np.oracle.cli import main
+from arcee_np.cli import main
 from arcee_np.oracle.compare import TOLERANCES, compare_traces, gradient_tolerance_for
 from arcee_np.oracle.testing import assert_trace_matches
 from arcee_np.oracle.tracefile import load_trace, save_trace, trace_model

@@ -362,13 +362,13 @@ def test_cli_against_transformers_never_reads_a_pickle(tmp_path, capsys):
 
 
 def test_cli_turns_any_error_into_one_line(monkeypatch, capsys):
-    import arcee_np.cli as cli
+    import arcee_np.cli.info as info
 
     for err, status, fragment in ((MemoryError(), 1, "out of memory"), (ConfigError("bad"), 1, "bad"),
                                   (RuntimeError("boom"), 1, "internal error (RuntimeError: boom)")):
         def fail(args, err=err):
             raise err
-        monkeypatch.setattr(cli, "cmd_info", fail)
+        monkeypatch.setattr(info, "cmd_info", fail)
         got, _, message = run(capsys, "info")
         assert got == status and fragment in message and message.startswith("arcee-np info: error: ")
 

@@ -248,7 +248,7 @@ def cache_tensors(cache) -> dict[str, torch.Tensor]:
             out[f"past_key_values.{i}.keys"] = layer.keys
             out[f"past_key_values.{i}.values"] = layer.values
     else:  # very old caches: key_cache / value_cache lists
-        for i, (k, v) in enumerate(zip(cache.key_cache, cache.value_cache)):
+        for i, (k, v) in enumerate(zip(cache.key_cache, cache.value_cache, strict=False)):
             out[f"past_key_values.{i}.keys"] = k
             out[f"past_key_values.{i}.values"] = v
     return out

@@ -101,7 +101,8 @@ def silu_backward(grad, x):
 
 
 def gelu_backward(grad, x):
-    """``dx = grad * (Phi(x) + x phi(x))``: ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``, ``phi(x) = exp(-x^2/2) / sqrt(2 pi)``."""
+    """``dx = grad * (Phi(x) + x phi(x))``: ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``,
+    ``phi(x) = exp(-x^2/2) / sqrt(2 pi)``."""
     xp = array_namespace(grad, x)
     cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
     pdf = xp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import secrets
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from ..validation.checkpoint import (check_index, check_layer_count, check_shard
                                      mismatch_error)
 from ..validation.files import check_folder
 from ..validation.finite import check_finite_weights
+from .atomic import FolderWrite
 from .safetensors import read_safetensors, write_safetensors
 
 WEIGHTS_NAME = "model.safetensors"
@@ -168,12 +171,47 @@ def _backbone_prefix(tensors: dict, prefix: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def write_checkpoint(folder: str | os.PathLike, tensors: dict[str, np.ndarray], max_shard_size: int | None = None):
+def write_checkpoint(folder: str | os.PathLike, tensors: dict[str, np.ndarray], max_shard_size: int | None = None,
+                     json_files: dict[str, dict] | None = None) -> None:
     """Write ``tensors`` as ``model.safetensors``, or as shards of at most ``max_shard_size`` bytes plus
-    ``model.safetensors.index.json`` (transformers' layout)."""
+    ``model.safetensors.index.json`` (transformers' layout), then ``json_files`` ({name: content}, in order:
+    config.json last).
+
+    Every file goes to a temporary name first and is moved into place when complete (io.atomic): the
+    weights, then the index, then the JSON files, and the files of the checkpoint that was there before are
+    removed as soon as the new weights take over. A save interrupted at any moment leaves the old checkpoint
+    or the new one. Shards never overwrite the files the old checkpoint reads (they take other names when
+    the usual ones are in use), so the index is the one switch from the old shards to the new.
+    """
     folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
-    tensors = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    shards = _shards({name: np.ascontiguousarray(array) for name, array in tensors.items()}, max_shard_size)
+    with FolderWrite(folder) as out:
+        in_use = _files_in_use(folder)
+        if len(shards) == 1:
+            write_safetensors(out.add(WEIGHTS_NAME), shards[0], metadata={"format": "pt"})
+            written = {WEIGHTS_NAME}
+        else:
+            names = _shard_names(len(shards), in_use)
+            weight_map = {}
+            for name, shard in zip(names, shards, strict=True):
+                write_safetensors(out.add(name), shard, metadata={"format": "pt"})
+                weight_map.update(dict.fromkeys(shard, name))
+            total = sum(array.nbytes for shard in shards for array in shard.values())
+            out.write_text(INDEX_NAME, _json_text({"metadata": {"total_size": total}, "weight_map": weight_map}))
+            written = {*names, INDEX_NAME}
+        for stale in sorted((in_use | _orphan_shards(folder)) - written):
+            out.remove(stale)  # model.safetensors goes after the index: while it exists it is what loads
+        for name, content in (json_files or {}).items():
+            out.write_text(name, _json_text(content))
+
+
+def _json_text(content) -> str:
+    """A checkpoint's JSON file as transformers writes it: indented, keys sorted, a final newline."""
+    return json.dumps(content, indent=2, sort_keys=True) + "\n"
+
+
+def _shards(tensors: dict[str, np.ndarray], max_shard_size: int | None) -> list[dict[str, np.ndarray]]:
+    """The tensors in order, cut into shards of at most ``max_shard_size`` bytes (one tensor may exceed it)."""
     shards: list[dict[str, np.ndarray]] = [{}]
     used = 0
     for name, array in tensors.items():
@@ -182,17 +220,35 @@ def write_checkpoint(folder: str | os.PathLike, tensors: dict[str, np.ndarray], 
             used = 0
         shards[-1][name] = array
         used += array.nbytes
-    for stale in (WEIGHTS_NAME, INDEX_NAME):
-        if os.path.exists(os.path.join(folder, stale)):
-            os.remove(os.path.join(folder, stale))
-    if len(shards) == 1:
-        write_safetensors(os.path.join(folder, WEIGHTS_NAME), shards[0], metadata={"format": "pt"})
-        return
-    weight_map = {}
-    for number, shard in enumerate(shards, start=1):
-        file = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
-        write_safetensors(os.path.join(folder, file), shard, metadata={"format": "pt"})
-        weight_map.update({name: file for name in shard})
-    total = sum(array.nbytes for array in tensors.values())
-    with open(os.path.join(folder, INDEX_NAME), "w", encoding="utf-8") as fh:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, fh, indent=2)
+    return shards
+
+
+_SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}(-[0-9a-f]{8})?\.safetensors")
+
+
+def _shard_names(count: int, in_use: set[str]) -> list[str]:
+    """transformers' shard names ``model-00001-of-00003.safetensors`` ..., with a random suffix when the
+    checkpoint in the folder reads a file of that name (a sharded save over one with as many shards)."""
+    names = [f"model-{number:05d}-of-{count:05d}.safetensors" for number in range(1, count + 1)]
+    if in_use.isdisjoint(names):
+        return names
+    suffix = secrets.token_hex(4)
+    return [name.replace(".safetensors", f"-{suffix}.safetensors") for name in names]
+
+
+def _files_in_use(folder: str) -> set[str]:
+    """The weight files the checkpoint in ``folder`` loads from now (model.safetensors first, else the index
+    and the shards it names); empty when there is none."""
+    if os.path.exists(os.path.join(folder, WEIGHTS_NAME)):
+        return {WEIGHTS_NAME}
+    try:
+        with open(os.path.join(folder, INDEX_NAME), encoding="utf-8") as fh:
+            weight_map = json.load(fh).get("weight_map", {})
+        return {INDEX_NAME, *(name for name in weight_map.values() if os.path.basename(name) == name)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _orphan_shards(folder: str) -> set[str]:
+    """Shard files (of arcee_np's names) in ``folder``: those no index will name are removed by a save."""
+    return {name for name in os.listdir(folder) if _SHARD_NAME.fullmatch(name)} if os.path.isdir(folder) else set()

@@ -27,7 +27,8 @@ _HF_TO_GGUF = {hf: gguf_name for gguf_name, hf in GGUF_TO_HF.items()}
 
 
 def gguf_name(hf_name: str) -> str:
-    """The GGUF name of a transformers tensor name (``model.layers.2.mlp.up_proj.weight`` -> ``blk.2.ffn_up.weight``)."""
+    """The GGUF name of a transformers tensor name
+    (``model.layers.2.mlp.up_proj.weight`` -> ``blk.2.ffn_up.weight``)."""
     stem, _, suffix = hf_name.rpartition(".")
     parts = stem.split(".")
     if len(parts) > 2 and parts[1] == "layers" and parts[2].isdigit():
@@ -123,7 +124,6 @@ def _metadata(config: ArceeConfig, file_type: str) -> dict:
 
 def _add_value(writer, key: str, value) -> None:
     """One metadata key with the GGUF value type the converter uses (uint32 counts, float32 numbers)."""
-    import gguf
 
     if isinstance(value, bool):
         writer.add_bool(key, value)

@@ -87,7 +87,8 @@ def dequantize_q4_0(blocks: np.ndarray) -> np.ndarray:
 
 
 def dequantize_q4_1(blocks: np.ndarray) -> np.ndarray:
-    """Q4_1: ``x = d * q + m`` with float16 ``d`` and offset ``m``, 4-bit ``q`` packed as in Q4_0. [n, 20] -> [n, 32]."""
+    """Q4_1: ``x = d * q + m`` with float16 ``d`` and offset ``m``, 4-bit ``q`` packed as in Q4_0.
+    [n, 20] -> [n, 32]."""
     d, m = _f16(blocks, 0), _f16(blocks, 2)  # [n, 1] each
     q = _nibbles(blocks[:, 4:]).reshape(len(blocks), 32).astype(np.float32)
     return d * q + m
@@ -108,7 +109,8 @@ def dequantize_q5_0(blocks: np.ndarray) -> np.ndarray:
 
 
 def dequantize_q5_1(blocks: np.ndarray) -> np.ndarray:
-    """Q5_1: ``x = d * q + m``, 5-bit ``q`` as in Q5_0. Bytes: d, m, high bits (4), low nibbles (16). [n, 24] -> [n, 32]."""
+    """Q5_1: ``x = d * q + m``, 5-bit ``q`` as in Q5_0. Bytes: d, m, high bits (4), low nibbles (16).
+    [n, 24] -> [n, 32]."""
     d, m = _f16(blocks, 0), _f16(blocks, 2)
     q = _nibbles(blocks[:, 8:]).reshape(len(blocks), 32) | (_fifth_bits(blocks, 4) << 4)
     return d * q.astype(np.float32) + m

@@ -18,40 +18,32 @@ Four sections, each measured on the same token ids:
 
 A finding is: a setting whose effect passes the float32 tolerance, a tensor missing or below its type's
 floor, an all-F32 file whose forward diverges, llama.cpp deviating from arcee_np's prediction of it on an
-all-F32 file, or a file llama.cpp's Arcee loader will refuse. The command exits 1 with one line naming the
-findings, 0 when there are none, 2 when it cannot run as asked.
+all-F32 file, or a file llama.cpp's Arcee loader will refuse. ``arcee-np gguf-check`` (arcee_np/cli/gguf_check.py)
+exits 1 with one line naming the findings, 0 when there are none, 2 when it cannot run as asked. The results
+and their text are gguf_report.py's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..blocks.rope import yarn_attention_factor
+from ..blocks.stored import is_stored
 from ..config import ArceeConfig
 from ..io.checkpoint import read_checkpoint
 from ..io.gguf import GGUFFile, read_gguf, read_metadata
 from ..io.gguf_writer import gguf_name
-from ..blocks.rope import yarn_attention_factor
-from ..blocks.stored import is_stored
-from ..errors import UsageError
-from ..validation.cli import (check_input_file, check_model_folder, check_output_file, non_negative_int,
-                              positive_int)
-from .cli import EXIT_DIVERGED, EXIT_OK, parse_ids
-from .compare import TOLERANCES, compare_traces
+from .gguf_report import SNR_FLOORS, GGUFCheckReport, SettingCheck, TensorCheck
 from .llama_cpp import llama_cpp_available, llama_cpp_logits
+from .report import compare_traces
+from .tolerances import TOLERANCES
 from .tracefile import trace_model
 
-# Minimum signal-to-noise ratio (dB) of every row of a matrix stored in each type. A correct conversion of
-# Gaussian-like weights scores about 140 (float32 from float64), 70 (F16), 50 (BF16), 45 (Q8_0), 33 (Q6_K),
-# 27 (Q5_K, Q5_0, Q5_1), 21 (Q4_K, Q4_0, Q4_1); rows of real checkpoints with outliers a few dB less. A row taken from the wrong
-# place, or a permutation undone wrongly, scores about 0 dB or below. (Rows of near-zero weights are judged
-# against 1% of an average row's energy: see _tensor_errors.)
-SNR_FLOORS = {"F32": 120.0, "F16": 50.0, "BF16": 35.0, "Q8_0": 25.0, "Q6_K": 20.0, "Q5_K": 14.0, "Q5_1": 14.0,
-              "Q5_0": 14.0, "Q4_K": 8.0, "Q4_1": 8.0, "Q4_0": 8.0}
+__all__ = ["GGUFCheckReport", "SNR_FLOORS", "SettingCheck", "TensorCheck", "gguf_check"]
+
 ROW_ENERGY_CUSHION = 0.01  # a row's SNR counts its energy as at least this share of an average row's
 EFFECT = TOLERANCES["float32"]  # a setting matters when it moves the logits by more than float32 noise
 LLAMA_CPP_F32 = (1e-3, 1e-4)  # (atol, rtol): llama.cpp vs arcee_np's prediction on an all-F32 file
@@ -63,97 +55,6 @@ _YARN_GROUPS = {  # the transformers YaRN settings no Arcee GGUF key reaches lla
     "truncate": ("truncate",),
 }
 _DEFAULTS = {"beta_fast": 32, "beta_slow": 1, "truncate": True}
-
-
-# ---------------------------------------------------------------------------------------------- results
-@dataclass
-class SettingCheck:
-    """One transformers setting against what llama.cpp will use, and its measured effect on the logits."""
-
-    setting: str
-    reference: object
-    llama_cpp: object
-    how: str
-    max_abs: float | None = None  # max |logits with llama.cpp's value - logits with the reference's|
-    argmax_agreement: float | None = None  # fraction of positions whose top token stays the same
-    finding: bool = False
-
-
-@dataclass
-class TensorCheck:
-    """One tensor of the GGUF against the reference's (errors of the dequantized values)."""
-
-    name: str
-    gguf_name: str
-    type_name: str
-    shape: tuple
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    snr_db: float = math.inf
-    worst_row_snr_db: float = math.inf
-    finding: bool = False
-    problem: str = ""
-
-
-@dataclass
-class GGUFCheckReport:
-    """Everything gguf_check measured; ``findings`` lists what is wrong, one line each."""
-
-    path: str
-    reference: str
-    input_ids: list
-    dtype: str
-    notes: list = field(default_factory=list)  # the metadata reading, as text lines
-    settings: list = field(default_factory=list)  # SettingCheck
-    combined: SettingCheck | None = None
-    fix: str = ""  # llama.cpp flags restoring the ignored settings (where any can)
-    fix_overrides: dict = field(default_factory=dict)  # the same as llama-cpp-python kv_overrides ...
-    fix_context: dict = field(default_factory=dict)  # ... and context parameters
-    tensors: list = field(default_factory=list)  # TensorCheck
-    forward: dict = field(default_factory=dict)
-    llama_cpp: dict = field(default_factory=dict)
-    findings: list = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def summary(self) -> str:
-        """The one line the command ends with."""
-        if self.ok:
-            settings = (f"{len(self.settings)} differing setting(s) without effect" if self.settings else
-                        "every setting carried")
-            return (f"gguf-check: clean: {os.path.basename(self.path)} matches {self.reference} within its types' "
-                    f"precision ({len(self.tensors)} tensors, {settings})")
-        return f"gguf-check: found {len(self.findings)}: " + "; ".join(self.findings)
-
-    def by_type(self) -> dict:
-        """Per ggml type: tensors, parameters, lowest and median tensor SNR, worst row SNR, its floor."""
-        out = {}
-        for kind in sorted({t.type_name for t in self.tensors}):
-            rows = [t for t in self.tensors if t.type_name == kind and t.problem != "missing"]
-            snrs = [t.snr_db for t in rows]
-            out[kind] = {"tensors": len(rows), "parameters": int(sum(math.prod(t.shape) for t in rows)),
-                         "min_snr_db": min(snrs, default=math.inf), "median_snr_db": float(np.median(snrs)) if snrs
-                         else math.inf, "worst_row_snr_db": min((t.worst_row_snr_db for t in rows), default=math.inf),
-                         "floor_db": SNR_FLOORS.get(kind), "max_rel": max((t.max_rel for t in rows), default=0.0)}
-        return out
-
-    def text(self) -> str:
-        return "\n".join(_report_lines(self))
-
-    def to_dict(self) -> dict:
-        def clean(value):
-            if isinstance(value, float) and not math.isfinite(value):
-                return str(value)
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [clean(v) for v in value]
-            return value
-        out = {k: v for k, v in asdict(self).items()}
-        out.update(ok=self.ok, summary=self.summary(), by_type=self.by_type())
-        return clean(out)
 
 
 # ---------------------------------------------------------------------------------------------- the check
@@ -243,7 +144,8 @@ def _variants(ref: ArceeConfig, llama: ArceeConfig, file: GGUFFile) -> list:
     if ref.rope_type != llama.rope_type:
         how = "no rope.scaling keys in the file" if llama.rope_scaling is None else \
             f"the file sets {llama.rope_type}"
-        out.append((SettingCheck("rope_type", ref.rope_type, llama.rope_type, how), variant(rope_scaling=llama.rope_scaling)))
+        out.append((SettingCheck("rope_type", ref.rope_type, llama.rope_type, how),
+                    variant(rope_scaling=llama.rope_scaling)))
     elif ref.rope_type == "linear" and ref.rope_scaling["factor"] != llama.rope_scaling["factor"]:
         out.append((SettingCheck("factor", ref.rope_scaling["factor"], llama.rope_scaling["factor"],
                                  "carried, with another value"), variant(rope_scaling=llama.rope_scaling)))
@@ -254,7 +156,8 @@ def _variants(ref: ArceeConfig, llama: ArceeConfig, file: GGUFFile) -> list:
                 out.append((SettingCheck(key, ref_s[key], llama_s[key], "carried, with another value"),
                             variant(rope_scaling={**ref_s, key: llama_s[key]})))
         for group, keys in _YARN_GROUPS.items():
-            if not any(k in ref_s for k in keys) and not (group == "attention_factor" and "attention_factor" in llama_s):
+            carried_factor = group == "attention_factor" and "attention_factor" in llama_s
+            if not any(k in ref_s for k in keys) and not carried_factor:
                 continue
             changed = {k: v for k, v in ref_s.items() if k not in keys}
             changed.update({k: llama_s[k] for k in keys if k in llama_s})
@@ -292,8 +195,9 @@ def _check_settings(report, ref, llama, file, logits_of, base) -> None:
     variants = _variants(ref, llama, file)
     report.settings = [effect(check, config) for check, config in variants]
     if variants:
-        combined = ArceeConfig.from_dict({**ref.to_dict(), "hidden_act": llama.hidden_act, "rope_theta": llama.rope_theta,
-                                          "rms_norm_eps": llama.rms_norm_eps, "rope_scaling": llama.rope_scaling,
+        combined = ArceeConfig.from_dict({**ref.to_dict(), "hidden_act": llama.hidden_act,
+                                          "rope_theta": llama.rope_theta, "rms_norm_eps": llama.rms_norm_eps,
+                                          "rope_scaling": llama.rope_scaling,
                                           "tie_word_embeddings": llama.tie_word_embeddings or ref.tie_word_embeddings})
         report.combined = effect(SettingCheck("all together", "transformers' config", "llama.cpp's reading",
                                               "what llama.cpp differs by from metadata alone"), combined)
@@ -303,7 +207,8 @@ def _check_settings(report, ref, llama, file, logits_of, base) -> None:
                                    f"(max |dlogits| {check.max_abs:.2g})")
     report.fix, report.fix_overrides, report.fix_context = _fix(ref, llama, report.settings)
     if ref.attention_bias or ref.mlp_bias:
-        unloaded = [name for name in file.tensors if name.endswith(("attn_output.bias", "ffn_up.bias", "ffn_down.bias"))]
+        unloaded = [name for name in file.tensors
+                    if name.endswith(("attn_output.bias", "ffn_up.bias", "ffn_down.bias"))]
         if unloaded:
             report.findings.append(f"llama.cpp's Arcee loader creates no o_proj/MLP biases and refuses the file "
                                    f"({len(unloaded)} such tensors, e.g. {unloaded[0]})")
@@ -469,111 +374,8 @@ def _gap(a: np.ndarray, b: np.ndarray) -> dict:
     return {"max_abs": float(np.abs(a - b).max()), "argmax_agreement": float(np.mean(a.argmax(-1) == b.argmax(-1)))}
 
 
-# ---------------------------------------------------------------------------------------------- the text
-def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return "exact" if x == 0 else ("inf" if math.isinf(x) else f"{x:.3g}")
-    return str(x)
+def __getattr__(name: str):
+    """The command's functions moved to arcee_np.cli (arcee_np.moved.MOVED_NAMES): they warn, for a release."""
+    from ..moved import moved_name
 
-
-def _report_lines(r: GGUFCheckReport) -> list[str]:
-    lines = [f"gguf-check {r.path}", f"reference: {r.reference}",
-             f"inputs: {len(r.input_ids)} token ids, arcee_np in {r.dtype}", "",
-             "(a) metadata, as llama.cpp's Arcee loader reads it"]
-    lines += ["  " + line for line in r.notes]
-    if r.settings:
-        lines += ["", f"  {'setting':<24} {'transformers':<30} {'llama.cpp':<32} {'max |dlogits|':>13} {'argmax':>7}  how"]
-        for s in r.settings + ([r.combined] if r.combined else []):
-            mark = "  <-- found" if s.finding and s is not r.combined else ""
-            agree = "-" if s.argmax_agreement is None else f"{100 * s.argmax_agreement:.0f}%"
-            lines.append(f"  {s.setting:<24} {_fmt(s.reference):<30} {_fmt(s.llama_cpp):<32} {_fmt(s.max_abs):>13} "
-                         f"{agree:>7}  {s.how}{mark}")
-        if r.fix:
-            lines.append(f"  fix: {r.fix}")
-    else:
-        lines.append("  every transformers setting of the reference reaches llama.cpp")
-    lines += ["", "(b) weights against the reference (SNR = 10 log10(sum ref^2 / sum err^2); floor: the least any row "
-                  "of a correct conversion of that type reaches)"]
-    lines.append(f"  {'type':<7} {'tensors':>7} {'parameters':>12} {'min SNR dB':>10} {'median':>8} {'worst row':>9} "
-                 f"{'floor':>6} {'max rel':>9}")
-    for kind, t in r.by_type().items():
-        lines.append(f"  {kind:<7} {t['tensors']:>7} {t['parameters']:>12,} {_fmt(t['min_snr_db']):>10} "
-                     f"{_fmt(t['median_snr_db']):>8} {_fmt(t['worst_row_snr_db']):>9} {_fmt(t['floor_db']):>6} "
-                     f"{_fmt(t['max_rel']):>9}")
-    lines.append(f"  {'tensor':<48} {'type':<6} {'max abs':>9} {'max rel':>9} {'SNR dB':>8} {'worst row':>9}")
-    for t in r.tensors:
-        mark = f"  <-- {t.problem}" if t.finding else ""
-        lines.append(f"  {t.name:<48} {t.type_name:<6} {_fmt(t.max_abs):>9} {_fmt(t.max_rel):>9} {_fmt(t.snr_db):>8} "
-                     f"{_fmt(t.worst_row_snr_db):>9}{mark}")
-    if "skipped" in r.forward:
-        lines += ["", f"(c) forward: skipped ({r.forward['skipped']})"]
-    elif r.forward:
-        lines += ["", "(c) forward: GGUF weights vs the reference's, both with the reference's config "
-                      f"(tol {r.forward['tolerance']})",
-                  f"  {r.forward['explanation']}"]
-        if not r.forward["exact_types"]:
-            lines.append("  (the file stores rounded or quantized weights: the forward is expected to diverge "
-                         "from the first tensor that uses them; the table shows how the error grows)")
-        lines.append(f"  {'tensor':<16} {'max abs':>9} {'max rel':>9}")
-        lines += [f"  {name:<16} {_fmt(a):>9} {_fmt(b):>9}" for name, a, b in r.forward["growth"]]
-    lines += ["", "(d) llama.cpp's own logits (flash attention off, F32 KV cache)"]
-    d = r.llama_cpp
-    if "skipped" in d or "error" in d:
-        lines.append(f"  {d.get('skipped') or 'error: ' + d['error']}")
-    elif d:
-        for key, label in (("vs_reference", "vs the reference (transformers' settings and weights)"),
-                           ("vs_arcee_np_prediction", "vs arcee_np running the file as llama.cpp reads it"),
-                           ("flash_attention_vs_not", "flash attention on vs off")):
-            lines.append(f"  {label:<56} max abs {_fmt(d[key]['max_abs']):>9}, argmax agree "
-                         f"{100 * d[key]['argmax_agreement']:.0f}%")
-        if "with_fix" in d:
-            lines.append(f"  {'with the fix, vs the reference':<56} max abs {_fmt(d['with_fix']['max_abs']):>9}, "
-                         f"argmax agree {100 * d['with_fix']['argmax_agreement']:.0f}%")
-        lines.append(f"  caveat: {d['caveat']}")
-        if not r.forward.get("exact_types", True):
-            lines.append("  note: for F16/BF16/quantized weights llama.cpp also rounds the activations a product "
-                         "reads (to F16, BF16, or 8-bit Q8_0/Q8_K blocks), which arcee_np does not: that is the gap "
-                         "between llama.cpp and arcee_np's reading of the file")
-    lines += ["", f"findings: {len(r.findings)}"] + [f"  - {f}" for f in r.findings] + [r.summary()]
-    return lines
-
-
-# ---------------------------------------------------------------------------------------------- the command
-def add_gguf_check_command(commands) -> None:
-    """Add ``gguf-check`` to an argparse subparsers object (sets ``func(args) -> exit status``)."""
-    p = commands.add_parser("gguf-check", help="find what a conversion to GGUF changed against the transformers "
-                            "checkpoint", description="Check MODEL.gguf against the transformers checkpoint it was "
-                            "converted from: the settings llama.cpp will ignore (each with its measured effect), "
-                            "every tensor's error, the forward layer by layer, and llama.cpp's own logits when "
-                            "llama-cpp-python is installed. Exits 1 when something is found, 0 on a clean "
-                            "conversion, 2 when it cannot run as asked. Docs: docs/gguf.md.")
-    p.add_argument("model", metavar="MODEL.gguf", help="the GGUF file")
-    p.add_argument("--reference", required=True, metavar="HF_DIR", help="the transformers checkpoint folder")
-    p.add_argument("--ids", help='token ids: inline ("1 7 3") or a file (default: --length random ids)')
-    p.add_argument("--length", type=positive_int, default=64, help="random ids to use without --ids (default: %(default)s)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random ids (default: %(default)s)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="arcee_np's dtype "
-                   "(default: %(default)s)")
-    p.add_argument("--no-llama-cpp", action="store_true", help="skip section (d) even when llama-cpp-python is there")
-    p.add_argument("--threads", type=positive_int, help="llama.cpp threads (default: 1)")
-    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    p.set_defaults(func=run_gguf_check)
-
-
-def run_gguf_check(args) -> int:
-    check_input_file(args.model, "GGUF file")  # what the command line names, before any work (validation.cli)
-    check_model_folder(args.reference, "--reference")
-    if args.json:
-        check_output_file(args.json, "--json")
-    ids = parse_ids(args.ids) if args.ids else None
-    if ids is not None and ids.shape[0] != 1:
-        raise UsageError("--ids must be one row of token ids")
-    report = gguf_check(args.model, args.reference, ids, length=args.length, seed=args.seed, dtype=args.dtype,
-                        llama_cpp=False if args.no_llama_cpp else None, threads=args.threads)
-    print(report.text())
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report.to_dict(), fh, indent=1)
-    return EXIT_OK if report.ok else EXIT_DIVERGED
+    return moved_name(__name__, name)

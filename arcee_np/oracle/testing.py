@@ -1,7 +1,7 @@
 """Helpers for other projects' tests: arcee_np as the numerical oracle.
 
 * ``assert_close(actual, expected, name=..., dtype=...)``: one tensor against arcee_np's, with the
-  tolerance table of ``arcee_np.compare.TOLERANCES`` (chosen by dtype unless given).
+  tolerance table ``arcee_np.oracle.tolerances.TOLERANCES`` (chosen by dtype unless given).
 * ``assert_trace_matches(their_trace, model, input_ids)``: a ``{name: array}`` dict recorded by your
   implementation (names of docs/trace.md) against arcee_np run on the same inputs; on failure the
   assertion message is the full divergence report, ending with the first divergence and its likely cause.
@@ -11,7 +11,9 @@ Arrays may be NumPy, CuPy, array_api_strict or torch tensors. See docs/debugging
 
 from __future__ import annotations
 
-from .compare import Report, compare_arrays, compare_traces, tolerance_for
+from .arrays import compare_arrays
+from .report import Report, compare_traces
+from .tolerances import tolerance_for
 from ..trace import Trace
 from .tracefile import as_numpy, trace_model
 

@@ -10,4 +10,5 @@ from .schedules import (cosine_schedule_with_warmup, cosine_with_min_lr_schedule
                         linear_schedule_with_warmup)
 
 __all__ = ["AdamW", "adamw_update", "clip_grad_norm", "cosine_schedule_with_warmup",
-           "cosine_with_min_lr_schedule_with_warmup", "linear_schedule_with_warmup", "loss_and_gradients", "model_parameters", "ModelParameters"]
+           "cosine_with_min_lr_schedule_with_warmup", "linear_schedule_with_warmup", "loss_and_gradients",
+           "model_parameters", "ModelParameters"]

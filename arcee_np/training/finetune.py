@@ -1,4 +1,4 @@
-"""Fine-tuning a causal LM on a text file: ``arcee-np finetune --data FILE.txt --steps N --out DIR``.
+"""Fine-tuning a causal LM on a text file (the library of ``arcee-np finetune --data FILE.txt --steps N --out DIR``).
 
 The text is encoded with the model's own tokenizer; its last ``--eval-fraction`` is held out. Training
 draws random windows ``[bos] + (seq_len - 1)`` tokens from the rest and takes ``--steps`` steps of
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -21,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FileAccessError, InputError, MissingFileError, TokenizerError
+from ..errors import FileAccessError, InputError, MissingFileError
+from ..io.atomic import FolderWrite
+from ..io.checkpoint import tokenizer_folder
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
@@ -90,7 +91,8 @@ class ProgressBar:
         per_step = elapsed / max(step, 1)
         filled = int(self.width * step / self.total)
         line = (f"finetune {100 * step // self.total:3d}% |{'#' * filled}{'.' * (self.width - filled)}| "
-                f"{step}/{self.total}  loss {loss:.4f}  {per_step:.2f} s/step  eta {per_step * (self.total - step):.0f} s")
+                f"{step}/{self.total}  loss {loss:.4f}  {per_step:.2f} s/step  "
+                f"eta {per_step * (self.total - step):.0f} s")
         if self.live:
             self.stream.write("\r" + line + ("\n" if step == self.total else ""))
         elif step % self.every == 0 or step == self.total:
@@ -132,110 +134,23 @@ def finetune(model, train_ids: np.ndarray, *, steps: int, batch_size: int = 8, s
 
 def save_finetuned(model, model_path, out: Path, record: dict) -> None:
     """The checkpoint (config.json, model.safetensors, generation_config.json), the tokenizer files of
-    ``model_path`` and finetune.json into ``out``."""
+    ``model_path`` (a checkpoint folder, or the folder holding a GGUF file) and finetune.json into ``out``."""
     if not model.generation_config:
         c = model.config
         model.generation_config = {k: v for k, v in (("bos_token_id", c.bos_token_id), ("eos_token_id", c.eos_token_id),
                                                      ("pad_token_id", c.pad_token_id)) if v is not None}
     model.save_pretrained(out)
-    for name in TOKENIZER_FILES:
-        source = os.path.join(model_path, name)
-        if os.path.isfile(source):
-            shutil.copyfile(source, out / name)
-    (out / "finetune.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    folder = tokenizer_folder(model_path)
+    with FolderWrite(out) as files:  # each replaced whole (io.atomic), as the checkpoint's files are
+        for name in TOKENIZER_FILES:
+            source = os.path.join(folder, name)
+            if os.path.isfile(source):
+                files.copy(name, source)
+        files.write_text("finetune.json", json.dumps(record, indent=2) + "\n")
 
 
-# ---------------------------------------------------------------------------------------------- command
-def add_finetune_command(commands) -> None:
-    """Add ``finetune`` to an argparse subparsers object (it sets ``func(args) -> exit status``)."""
-    from ..backend import DEVICES
-    from ..validation.cli import non_negative_float, non_negative_int, number_type, positive_float, positive_int
+def __getattr__(name: str):
+    """The command's functions moved to arcee_np.cli (arcee_np.moved.MOVED_NAMES): they warn, for a release."""
+    from ..moved import moved_name
 
-    window_length = number_type(int, lambda v: v >= 2, "an integer >= 2 (bos plus at least one token)")
-    fraction = number_type(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
-
-    p = commands.add_parser("finetune", help="fine-tune a model on a text file and write the new checkpoint",
-                            description="Train the model (default: the shipped Shakespeare model) on the text of FILE "
-                            "with its own tokenizer: random windows of --seq-len tokens, AdamW, a warmup + cosine "
-                            "schedule, gradient clipping; the last --eval-fraction of the text is held out and "
-                            "evaluated before and after. Writes a checkpoint transformers loads, the tokenizer files "
-                            "and finetune.json to DIR.")
-    p.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text file to train on")
-    p.add_argument("--model", metavar="PATH", help="checkpoint folder with tokenizer.json (default: the shipped model)")
-    p.add_argument("--steps", required=True, type=positive_int, metavar="N", help="optimizer steps")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the fine-tuned checkpoint")
-    p.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="windows per step (default: 8)")
-    p.add_argument("--seq-len", type=window_length, default=256, metavar="L",
-                   help="tokens per window, bos included (default: 256)")
-    p.add_argument("--lr", type=positive_float, default=3e-4, help="peak learning rate (default: 3e-4)")
-    p.add_argument("--warmup", type=non_negative_int, metavar="N", help="warmup steps (default: a tenth of --steps)")
-    p.add_argument("--weight-decay", type=non_negative_float, default=0.01,
-                   help="AdamW weight decay on the matrices (default: 0.01)")
-    p.add_argument("--grad-clip", type=positive_float, default=1.0, help="global gradient-norm clip (default: 1.0)")
-    p.add_argument("--eval-fraction", type=fraction, default=0.1,
-                   help="share of the text held out for evaluation, taken from its end (default: 0.1)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the window sampler (default: 0)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="training dtype (default: float32; float64 is the exact golden mode)")
-    p.add_argument("--device", choices=DEVICES, default="cpu", help="cpu (NumPy) or cuda (CuPy) (default: cpu)")
-    p.add_argument("--checkpointing", action="store_true",
-                   help="recompute each layer's activations in the backward (less memory, more time)")
-    p.set_defaults(func=cmd_finetune)
-
-
-def cmd_finetune(args) -> int:
-    """Check everything, train, evaluate before and after, write the checkpoint; exit status 0."""
-    from .. import __version__
-    from ..cli import _model_path
-    from ..config import ArceeConfig
-    from ..io.tokenizer import ArceeTokenizer
-    from ..models import ArceeForCausalLM
-    from .data import heldout_loss
-
-    model_path = _model_path(args)
-    text = read_text(args.data)
-    if not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
-        raise MissingFileError(f"no tokenizer.json in {model_path!r}: finetune encodes --data with the model's own "
-                                f"tokenizer; copy the model's tokenizer.json (and tokenizer_config.json) there.")
-    tokenizer = ArceeTokenizer.from_pretrained(model_path)
-    config = ArceeConfig.from_pretrained(model_path)
-    if args.seq_len > config.max_position_embeddings:
-        raise InputError(f"--seq-len {args.seq_len} is longer than the model's max_position_embeddings "
-                         f"({config.max_position_embeddings}); give at most that.")
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else config.bos_token_id
-    if bos is None:
-        raise TokenizerError(f"the tokenizer in {model_path!r} has no bos token and config.json no bos_token_id; every "
-                         f"window starts with bos: set bos_token in tokenizer_config.json.")
-    pad = next(i for i in (tokenizer.pad_token_id, config.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
-    if ids.size and (ids.max() >= config.vocab_size):
-        raise TokenizerError(f"the tokenizer in {model_path!r} makes ids up to {int(ids.max())}, outside the model's "
-                         f"vocab_size {config.vocab_size}: the tokenizer does not belong to this model.")
-    train_ids, eval_ids = split_tokens(ids, args.seq_len, args.eval_fraction, args.data)
-    out = check_output_folder(args.out, model_path)
-
-    model = ArceeForCausalLM.from_pretrained(model_path, dtype=args.dtype, device=args.device, widen="at_load")
-    print(f"model: {model_path} ({model.num_parameters():,} parameters, {args.dtype}, {args.device})")
-    print(f"data: {args.data}: {len(ids):,} tokens, {len(train_ids):,} for training, {len(eval_ids):,} held out")
-    before = heldout_loss(model, eval_ids, args.seq_len, bos, pad)
-    print(f"held-out loss before: {before[0] / before[1]:.4f} nats/token")
-    start = time.perf_counter()
-    losses = finetune(model, train_ids, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
-                      lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                      seed=args.seed, bos_token_id=bos, checkpointing=args.checkpointing,
-                      progress=ProgressBar(args.steps).update)
-    seconds = time.perf_counter() - start
-    after = heldout_loss(model, eval_ids, args.seq_len, bos, pad)
-    print(f"held-out loss after {args.steps} steps: {after[0] / after[1]:.4f} nats/token "
-          f"(before {before[0] / before[1]:.4f}); {seconds:.0f} s")
-    record = {
-        "base_model": os.path.abspath(model_path), "data": os.path.abspath(args.data), "tokens": int(len(ids)),
-        "train_tokens": int(len(train_ids)), "heldout_tokens": int(len(eval_ids)),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("func", "command", "model", "data", "out")},
-        "heldout_loss_before": round(before[0] / before[1], 6), "heldout_loss_after": round(after[0] / after[1], 6),
-        "train_losses": [round(x, 6) for x in losses], "train_seconds": round(seconds, 1),
-        "arcee_np": __version__,
-    }
-    save_finetuned(model, model_path, out, record)
-    print(f"wrote {out}: config.json, model.safetensors, generation_config.json, tokenizer files, finetune.json")
-    return 0
+    return moved_name(__name__, name)

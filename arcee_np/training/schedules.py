@@ -33,7 +33,8 @@ def _check(base_lr, num_warmup_steps, num_training_steps) -> None:
                          f"num_warmup_steps={num_warmup_steps}, num_training_steps={num_training_steps}.")
 
 
-def linear_schedule_with_warmup(base_lr: float, num_warmup_steps: int, num_training_steps: int) -> Callable[[int], float]:
+def linear_schedule_with_warmup(base_lr: float, num_warmup_steps: int,
+                                num_training_steps: int) -> Callable[[int], float]:
     """Linear warmup from 0 to ``base_lr`` over ``num_warmup_steps``, then linear decay to 0 at
     ``num_training_steps`` (and 0 after)."""
     _check(base_lr, num_warmup_steps, num_training_steps)
@@ -41,7 +42,8 @@ def linear_schedule_with_warmup(base_lr: float, num_warmup_steps: int, num_train
     def lr(step: int) -> float:
         if step < num_warmup_steps:
             return base_lr * _warmup(step, num_warmup_steps)
-        return base_lr * max(0.0, float(num_training_steps - step) / float(max(1, num_training_steps - num_warmup_steps)))
+        decay_steps = float(max(1, num_training_steps - num_warmup_steps))
+        return base_lr * max(0.0, float(num_training_steps - step) / decay_steps)
 
     return lr
 
@@ -54,7 +56,8 @@ def cosine_schedule_with_warmup(base_lr: float, num_warmup_steps: int, num_train
 
 
 def cosine_with_min_lr_schedule_with_warmup(base_lr: float, num_warmup_steps: int, num_training_steps: int,
-                                            num_cycles: float = 0.5, min_lr_rate: float = 0.0) -> Callable[[int], float]:
+                                            num_cycles: float = 0.5,
+                                            min_lr_rate: float = 0.0) -> Callable[[int], float]:
     """As cosine_schedule_with_warmup, but the cosine ends at ``min_lr_rate * base_lr`` instead of 0
     (transformers' ``min_lr_rate``; ``min_lr`` is ``min_lr_rate = min_lr / base_lr``)."""
     _check(base_lr, num_warmup_steps, num_training_steps)

@@ -12,7 +12,6 @@ value and the fix; the code behind a surface trusts what it is handed.
 * ``arguments``: the arguments of a forward call, the heads' labels, the KV cache;
 * ``tokenizer``: tokenizer.json, tokenizer_config.json, chat templates, encode/decode arguments;
 * ``tracefile``: a trace file's metadata;
-* ``cli``: what the command line names (paths to read and write, token ids);
 * ``memory``: allocations that cannot fit (a random model of a huge config, logits, generate's KV cache);
 * ``values``: single values (integers, finite numbers, flags, token ids), shared by the others.
 

@@ -53,7 +53,8 @@ def check_config(c) -> None:
     eos = c.eos_token_id
     if eos is not None and not (is_integer(eos) and eos >= 0) and \
             not (isinstance(eos, list) and all(is_integer(i) and i >= 0 for i in eos)):
-        raise ConfigError(f"eos_token_id must be a token id (an integer >= 0), a list of them or null, got {shown(eos)}.")
+        raise ConfigError(f"eos_token_id must be a token id (an integer >= 0), a list of them or null, got "
+                          f"{shown(eos)}.")
 
     heads = c.num_attention_heads
     kv_heads = c.num_key_value_heads if c.num_key_value_heads is not None else heads

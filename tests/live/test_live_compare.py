@@ -21,7 +21,7 @@ from torch_reference import lifted_float32_casts, perturb_  # noqa: E402
 
 from arcee_np import ArceeForCausalLM  # noqa: E402
 from arcee_np.oracle.compare import compare_with_transformers, load_transformers_model, transformers_trace  # noqa: E402
-from arcee_np.oracle.cli import main  # noqa: E402
+from arcee_np.cli import main  # noqa: E402
 from arcee_np.trace import trace_names  # noqa: E402
 from arcee_np.oracle.tracefile import save_trace, trace_model  # noqa: E402
 

@@ -196,7 +196,8 @@ def test_shipped_model_gradients_float32():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @settings(max_examples=max(EXAMPLES // 5, 5), deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), lr=st.floats(1e-4, 1e-1), beta1=st.sampled_from([0.0, 0.5, 0.9]),
-       beta2=st.sampled_from([0.95, 0.999]), eps=st.sampled_from([1e-8, 1e-6]), weight_decay=st.sampled_from([0.0, 0.1]),
+       beta2=st.sampled_from([0.95, 0.999]), eps=st.sampled_from([1e-8, 1e-6]),
+       weight_decay=st.sampled_from([0.0, 0.1]),
        max_norm=st.sampled_from([0.5, 1.0, 100.0]), kind=st.sampled_from(["linear", "cosine", "cosine_min"]))
 def test_adamw_clipping_and_schedule_equal_torch(dtype, seed, lr, beta1, beta2, eps, weight_decay, max_norm, kind):
     """Eight steps of clip_grad_norm_ + AdamW (one group without decay) + a warmup schedule, as in training."""
@@ -234,7 +235,8 @@ def test_adamw_clipping_and_schedule_equal_torch(dtype, seed, lr, beta1, beta2, 
         scheduler.step()
         adamw.step(clipped)
         for k in shapes:
-            np.testing.assert_allclose(ours[k], params[k].detach().numpy(), rtol=0, atol=tol, err_msg=f"step {step} {k}")
+            np.testing.assert_allclose(ours[k], params[k].detach().numpy(), rtol=0, atol=tol,
+                                       err_msg=f"step {step} {k}")
 
 
 def test_adamw_on_a_model_equals_torch_training(tmp_path):

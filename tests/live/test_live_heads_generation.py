@@ -75,8 +75,8 @@ MASK = (IDS != 0).long()
     (3, torch.tensor([0, 2, -100])), (1, torch.tensor([0.3, -1.0, 2.5])),
     (3, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]]))])
 def test_sequence_classification(tmp_path, num_labels, labels):
-    hf, ours = saved_pair(tmp_path, transformers.ArceeForSequenceClassification, arcee_np.ArceeForSequenceClassification,
-                          hf_config(num_labels=num_labels), seed=num_labels)
+    hf, ours = saved_pair(tmp_path, transformers.ArceeForSequenceClassification,
+                          arcee_np.ArceeForSequenceClassification, hf_config(num_labels=num_labels), seed=num_labels)
     with torch.no_grad():
         want = hf(input_ids=IDS, attention_mask=MASK, labels=labels)
     got = ours(IDS.numpy(), attention_mask=MASK.numpy(), labels=labels.numpy())
@@ -267,7 +267,8 @@ def test_shipped_checkpoint_logits_match_transformers(shipped):
 
 def test_shipped_model_greedy_generate_and_pipeline(shipped):
     path, hf, ours = shipped
-    theirs = transformers.pipeline("text-generation", model=hf, tokenizer=transformers.AutoTokenizer.from_pretrained(path))
+    theirs = transformers.pipeline("text-generation", model=hf,
+                                   tokenizer=transformers.AutoTokenizer.from_pretrained(path))
     mine = pipeline("text-generation", model=ours, tokenizer=path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

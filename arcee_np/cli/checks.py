@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ..errors import UsageError
-from .files import is_gguf, writable_file_problem
+from ..validation.files import is_gguf, writable_file_problem
 
 
 # ---------------------------------------------------------------------------------------------- flag values
