@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numbers
 
-from .backend import to_device
+import numpy as np
+
+from .backend import to_device, to_numpy
 from .blocks.namespace import array_namespace
 from .errors import CacheError, InputError
 
@@ -81,8 +83,20 @@ class KVCache:
         return tuple(self[layer] for layer in range(self.num_layers) if self._keys[layer] is not None)
 
     def crop(self, length: int) -> None:
-        """Forget every position from ``length`` on (the buffers stay)."""
-        self._lengths = [min(n, length) for n in self._lengths]
+        """Forget every position from ``length`` on (the buffers stay); a negative ``length`` forgets that many
+        of the last positions (transformers' ``crop(-n)``). Speculative decoding rolls rejected draft tokens
+        back with it."""
+        self._lengths = [max(0, n + length) if length < 0 else min(n, length) for n in self._lengths]
+
+    def reorder(self, beam_idx) -> None:
+        """Row ``i`` of every layer becomes old row ``beam_idx[i]`` (beam search follows its running beams;
+        transformers' ``reorder_cache``). beam_idx: [B] integers (host or device)."""
+        for layer, keys in enumerate(self._keys):
+            if keys is not None:
+                xp = array_namespace(keys)
+                index = to_device(np.asarray(to_numpy(beam_idx), dtype=np.int64), xp)
+                self._keys[layer] = xp.take(keys, index, axis=0)
+                self._values[layer] = xp.take(self._values[layer], index, axis=0)
 
     def update(self, keys, values, layer: int):
         """Append this step's ``keys, values`` ([B, KV, T, hd]) to ``layer``; return all of them ([B, KV, S, hd])."""

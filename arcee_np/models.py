@@ -15,7 +15,7 @@ from .blocks import causal_lm_loss, lm_head
 from .cache import KVCache
 from .config import ArceeConfig
 from .errors import ConfigError
-from .generation import generate_tokens, resolve_settings
+from .generation import resolve_settings, run_generation
 from .io.gguf import is_gguf
 from .io.weights import host_dtype
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -23,7 +23,8 @@ from .pretrained import ArceePreTrainedModel, check_attn_implementation, checkpo
 from .trace import record
 from .validation.arguments import ForwardInputs, check_logits_to_keep, check_token_labels
 from .validation.files import read_json
-from .validation.generation import check_cache_memory, check_generation_config, check_prompt
+from .validation.generation import (ASSISTANT_KNOBS, check_assistant, check_cache_memory, check_generation_config,
+                                   check_prompt, check_tokenizer)
 
 
 class ArceeModel(ArceePreTrainedModel):
@@ -132,42 +133,68 @@ class ArceeForCausalLM(ArceePreTrainedModel):
         generation = {GENERATION_CONFIG_NAME: self.generation_config} if self.generation_config else {}
         return {**generation, **super()._json_files()}
 
-    def _generation_step(self, input_ids, attention_mask, position_ids, cache):
-        """generate's step: the logits [B, V] of the last position, appending to ``cache``. Its arguments
-        come from the loop (checked once by generate), so it skips the call's checks."""
+    def _generation_step(self, input_ids, attention_mask, position_ids, cache, keep=None):
+        """generate's step: the logits [B, V] of the last position (or [B, keep, V] of the last ``keep``: assisted
+        decoding), appending to ``cache`` (None: no cache, the whole sequence is fed). Its arguments come from
+        the loop (checked once by generate), so it skips the call's checks."""
         batch, length = input_ids.shape
         inputs = ForwardInputs(to_device(input_ids, self.xp), None,
                                None if attention_mask is None else to_device(attention_mask, self.xp),
                                None if position_ids is None else to_device(position_ids, self.xp),
-                               cache, cache.get_seq_length(), batch, length, True)
-        return self._forward(inputs, logits_to_keep=1).logits[:, -1, :]
+                               cache, 0 if cache is None else cache.get_seq_length(), batch, length, cache is not None)
+        logits = self._forward(inputs, logits_to_keep=keep or 1).logits
+        return logits[:, -1, :] if keep is None else logits
+
+    def _new_generation_cache(self, settings, rows: int):
+        """A KV cache of ``rows`` x ``settings.max_length`` positions (checked to fit), or None without use_cache."""
+        if not settings.use_cache:
+            return None
+        check_cache_memory(self.config, rows, settings.max_length, np.dtype(host_dtype(self.dtype)).itemsize)
+        return KVCache(self.config.num_hidden_layers, max_length=settings.max_length)
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens=None, max_length=None, min_new_tokens=None,
                  do_sample=None, temperature=None, top_k=None, top_p=None, repetition_penalty=None,
-                 eos_token_id=None, pad_token_id=None, seed=None, streamer=None) -> np.ndarray:
-        """Greedy decoding or sampling as transformers' ``generate``; returns prompt + new tokens [B, T + n]
-        (a NumPy int64 array; n <= max_new_tokens, fewer when every row has emitted eos).
+                 eos_token_id=None, pad_token_id=None, seed=None, streamer=None, assistant_model=None, tokenizer=None,
+                 generation_config=None, **knobs):
+        """transformers' ``generate``: greedy decoding, sampling, beam search (``num_beams``) and assisted
+        decoding (``assistant_model`` or ``prompt_lookup_num_tokens``); returns prompt + new tokens
+        [B * num_return_sequences, T + n] (a NumPy int64 array), or with ``return_dict_in_generate=True`` a
+        GenerateDecoderOnlyOutput / GenerateBeamDecoderOnlyOutput (sequences, scores, logits,
+        sequences_scores, beam_indices, num_accepted_tokens).
 
-        input_ids: [B, T] (left-pad batches, with their attention_mask [B, T]). Every knob left at None takes
-        the value in ``self.generation_config`` (generation_config.json), else transformers' default:
-        max_new_tokens (max_length counts the prompt too; with neither, 20 new tokens), min_new_tokens 0,
-        do_sample False, temperature 1.0, top_k 50 (0 = off), top_p 1.0, repetition_penalty 1.0, eos/pad ids
-        from the model config (pad None -> the first eos). ``seed`` makes sampling reproducible. ``streamer``:
-        ``put(token_ids)`` / ``end()`` as transformers' streamers (e.g. arcee_np.io.tokenizer.TextStreamer).
-        Uses a KV cache preallocated to the final length and computes only the last position's logits.
-        Every argument is checked once, before the first step; the sequence may not pass
-        ``max_position_embeddings``; NaN/Inf logits raise NonFiniteError naming where they first appeared.
+        input_ids: [B, T] (left-pad batches, with their attention_mask [B, T]). Every knob is a key of
+        transformers' GenerationConfig (``**knobs``: min_p, num_beams, no_repeat_ngram_size, stop_strings ...;
+        docs/generation.md lists them all, and those refused by name); one left at None takes the value in
+        ``generation_config`` (a dict for this call) or ``self.generation_config`` (generation_config.json),
+        else transformers' default. ``seed`` makes sampling reproducible. ``streamer``: ``put(token_ids)`` /
+        ``end()`` as transformers' streamers. ``assistant_model``: a smaller ArceeForCausalLM with the same
+        vocabulary (speculative decoding; its generation_config gives num_assistant_tokens and its schedule
+        unless the call sets them). ``tokenizer``: for ``stop_strings`` (an ArceeTokenizer). Every argument is
+        checked once, before the first step; the sequence may not pass ``max_position_embeddings``; NaN/Inf
+        logits raise NonFiniteError naming where they first appeared.
         """
         ids, mask = check_prompt(input_ids, attention_mask, self.config.vocab_size, streamer)
+        knobs.update(max_new_tokens=max_new_tokens, max_length=max_length, min_new_tokens=min_new_tokens,
+                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                     repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                     seed=seed)
+        config = self.generation_config if generation_config is None else check_generation_config(
+            generation_config, "generate(generation_config=...)", self.config.vocab_size)
+        draft = check_assistant(assistant_model, self.config.vocab_size)
+        if draft is not None:
+            for key in ASSISTANT_KNOBS:  # transformers reads these from the draft's generation config
+                if knobs.get(key) is None and draft.generation_config.get(key) is not None:
+                    knobs[key] = draft.generation_config[key]
         settings = resolve_settings(
-            ids.shape[1], self.config.vocab_size, self.config.max_position_embeddings, self.generation_config,
-            {"eos_token_id": self.config.eos_token_id, "pad_token_id": self.config.pad_token_id},
-            max_new_tokens=max_new_tokens, max_length=max_length, min_new_tokens=min_new_tokens,
-            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed)
-        check_cache_memory(self.config, ids.shape[0], settings.max_length, np.dtype(host_dtype(self.dtype)).itemsize)
-        cache = KVCache(self.config.num_hidden_layers, max_length=settings.max_length)
-        return generate_tokens(self._generation_step, ids, settings, mask, cache, streamer)
+            ids.shape[1], self.config.vocab_size, self.config.max_position_embeddings, config,
+            {"eos_token_id": self.config.eos_token_id, "pad_token_id": self.config.pad_token_id}, **knobs)
+        out = run_generation(
+            settings, ids, mask, self._generation_step, lambda rows: self._new_generation_cache(settings, rows),
+            self.config.vocab_size, streamer, None if tokenizer is None else check_tokenizer(tokenizer).token_texts(),
+            None if draft is None else draft._generation_step,
+            None if draft is None else (lambda rows: draft._new_generation_cache(settings, rows)),
+            None if draft is None else draft.generation_config)
+        return out if settings.return_dict_in_generate else out.sequences
 
 
 # ---------------------------------------------------------------------------------------------- other heads

@@ -42,13 +42,21 @@ class TextGenerationPipeline:
                                return_tensors="np")
         if batch["input_ids"].shape[1] == 0:
             raise InputError("the prompt is empty and the tokenizer adds no bos token: give some text.")
-        sequences = self.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **generate_kwargs)
-        width = batch["input_ids"].shape[1]
+        sequences = self.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                        **self._with_tokenizer(generate_kwargs))
+        width, per_prompt = batch["input_ids"].shape[1], sequences.shape[0] // len(prompts)  # num_return_sequences
         results = []
-        for prompt, row in zip(prompts, sequences, strict=False):
-            text = self.tokenizer.decode(row[width:], skip_special_tokens=skip_special_tokens)
-            results.append([{"generated_text": prompt + text if return_full_text else text}])
+        for index, prompt in enumerate(prompts):
+            texts = [self.tokenizer.decode(row[width:], skip_special_tokens=skip_special_tokens)
+                     for row in sequences[index * per_prompt:(index + 1) * per_prompt]]
+            results.append([{"generated_text": prompt + text if return_full_text else text} for text in texts])
         return results[0] if single else results
+
+    def _with_tokenizer(self, generate_kwargs: dict) -> dict:
+        """generate's arguments, with the pipeline's tokenizer when stop strings need it (as transformers)."""
+        if generate_kwargs.get("stop_strings") or self.model.generation_config.get("stop_strings"):
+            return {"tokenizer": self.tokenizer, **generate_kwargs}
+        return generate_kwargs
 
     def _chat(self, messages, skip_special_tokens, generate_kwargs):
         """A chat ending in a user turn gets an assistant reply appended; one ending in an assistant turn is
@@ -56,7 +64,7 @@ class TextGenerationPipeline:
         prefill = messages[-1].get("role") == "assistant"
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not prefill,
                                                  continue_final_message=prefill, return_dict=False)
-        row = self.model.generate(np.asarray([ids], dtype=np.int64), **generate_kwargs)[0]
+        row = self.model.generate(np.asarray([ids], dtype=np.int64), **self._with_tokenizer(generate_kwargs))[0]
         text = self.tokenizer.decode(row[len(ids):], skip_special_tokens=skip_special_tokens)
         if prefill:
             reply = [{"role": "assistant", "content": messages[-1]["content"] + text}]
@@ -70,10 +78,12 @@ def _is_chat(inputs) -> bool:
 
 def pipeline(task: str = "text-generation", model=None, tokenizer=None, dtype: str = "float32",
              device: str = "cpu") -> TextGenerationPipeline:
-    """A text-generation pipeline over ``model``: a checkpoint folder (with tokenizer.json), an
-    ArceeForCausalLM (then pass ``tokenizer``, an ArceeTokenizer or a folder), or None for the shipped model."""
+    """A text-generation pipeline over ``model``: a checkpoint folder (with tokenizer.json), a llama.cpp GGUF
+    file (its own tokenizer, or the tokenizer.json beside it), an ArceeForCausalLM (then pass ``tokenizer``, an
+    ArceeTokenizer, a folder or a GGUF file), or None for the shipped model."""
     from .models import ArceeForCausalLM
     from .shipped import default_model_path
+    from .io.gguf import GGUFFile, is_gguf
     from .io.tokenizer import ArceeTokenizer
 
     if task not in TASKS:
@@ -83,6 +93,10 @@ def pipeline(task: str = "text-generation", model=None, tokenizer=None, dtype: s
     if isinstance(model, ArceeForCausalLM):
         if tokenizer is None:
             raise InputError("pass tokenizer= (an ArceeTokenizer or a folder with tokenizer.json) with a model object.")
+    elif is_gguf(model):  # a llama.cpp file, read once for its weights and its tokenizer
+        file = GGUFFile(model)
+        tokenizer = file if tokenizer is None else tokenizer
+        model = ArceeForCausalLM.from_gguf(file, dtype=dtype, device=device)
     else:
         tokenizer = model if tokenizer is None else tokenizer
         model = ArceeForCausalLM.from_pretrained(model, dtype=dtype, device=device)

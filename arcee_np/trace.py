@@ -16,6 +16,11 @@ Patterns are fnmatch globs (``*`` crosses dots: ``layers.*.out`` also matches ``
 compiled regular expressions (matched in full) or predicates ``name -> bool``. ``LAYER_LEVEL`` selects
 one tensor a layer: ``trace(LAYER_LEVEL)``.
 
+Traces and interventions (``arcee_np.intervene``) belong to the context that opened them: they live in a
+``contextvars.ContextVar``, so a trace opened in one thread (or asyncio task) never records the forward another
+thread runs, and an intervention never reaches it. Interventions change a value before any trace sees it: a
+trace records the value the forward continues with.
+
 The backward (``arcee_np.training.loss_and_gradients``) records the gradient of the loss with respect to
 each named intermediate under ``grad.`` + its name (``grad.layers.0.attn.q``), in backward order.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -32,7 +38,9 @@ from .backend import to_numpy
 from .blocks.namespace import array_namespace
 from .errors import InputTypeError, NonFiniteError
 
-_active: list["Trace"] = []
+# The hooks active in this context (thread / asyncio task): the interventions first, in the order they were
+# opened, then the traces. A tuple, replaced (never mutated) when a hook opens or closes.
+_active: ContextVar[tuple] = ContextVar("arcee_np.trace.active", default=())
 
 # The per-layer names in the order the forward records them (``layers.{i}.{stage}``).
 LAYER_STAGES = ("input_norm", "attn.q", "attn.k", "attn.v", "attn.q_rope", "attn.k_rope", "attn.scores",
@@ -153,11 +161,13 @@ class Trace(dict):
         self.stopped_at = None
         self._last_finite = None  # (name, max |x|, dtype) for the sentinel's message
 
+    changes_values = False  # a trace looks; interventions (arcee_np.intervene) change values
+
     def wants(self, name: str) -> bool:
         return any(_matches(p, name) for p in self.patterns)
 
-    def see(self, name: str, value) -> None:
-        """What ``record`` does for this trace: check, store if wanted, stop if asked."""
+    def see(self, name: str, value):
+        """What ``record`` does for this trace: check, store if wanted, stop if asked; returns ``value``."""
         if self.stop_on_nonfinite:
             self._check_finite(name, value)
         if self.wants(name):
@@ -165,6 +175,7 @@ class Trace(dict):
         if self.stop_after is not None and _matches(self.stop_after, name):
             self.stopped_at = name
             raise StopForward(self)
+        return value
 
     def _check_finite(self, name, value) -> None:
         xp = array_namespace(value)
@@ -175,43 +186,61 @@ class Trace(dict):
 
 
 def record(name: str, value):
-    """Hand ``value`` (an array) to every active trace that wants ``name``; return ``value``."""
-    if _active:
-        for t in _active:
-            t.see(name, value)
+    """Hand ``value`` (an array) to the hooks active in this context; return the value the forward continues
+    with: ``value`` itself unless an intervention (arcee_np.intervene) replaced it. With nothing active this is
+    one ContextVar lookup and one truth test."""
+    hooks = _active.get()
+    if hooks:
+        for hook in hooks:
+            value = hook.see(name, value)
     return value
 
 
 def tracing() -> bool:
-    """Whether a trace is active (its intermediates are being recorded or checked)."""
-    return bool(_active)
+    """Whether a hook is active in this context: a trace (intermediates are being recorded or checked) or an
+    intervention (they may be changed); the blocks then hand their intermediates to ``record``."""
+    return bool(_active.get())
 
 
 def wanted(name: str) -> bool:
-    """Whether an active trace records ``name`` (the forward then computes what only eager attention or an
-    unchunked MLP shows)."""
-    return any(t.wants(name) for t in _active)
+    """Whether an active trace records ``name`` or an active intervention changes it (the forward then
+    computes what only eager attention or an unchunked MLP shows)."""
+    return any(hook.wants(name) for hook in _active.get())
 
 
 def tap(prefix: str):
-    """A ``tap(name, value)`` for the blocks that records ``f"{prefix}.{name}"``; None when nothing traces."""
-    if not _active:
+    """A ``tap(name, value)`` for the blocks that records ``f"{prefix}.{name}"`` and returns the value to go on
+    with; None when no hook is active in this context."""
+    if not _active.get():
         return None
     return lambda name, value: record(f"{prefix}.{name}", value)
+
+
+@contextmanager
+def activated(hook):
+    """Make ``hook`` (a Trace, or anything with ``wants(name)``, ``see(name, value) -> value`` and
+    ``changes_values``) active in this context while the block runs. Hooks that change values run before
+    those that only look, each group in the order opened."""
+    hooks = _active.get()
+    editors = tuple(h for h in hooks if h.changes_values)
+    observers = tuple(h for h in hooks if not h.changes_values)
+    _active.set(editors + (hook,) + observers if hook.changes_values else hooks + (hook,))
+    try:
+        yield hook
+    finally:  # by identity (a Trace is a dict), and robust to blocks closed out of order
+        _active.set(tuple(h for h in _active.get() if h is not hook))
 
 
 @contextmanager
 def trace(patterns="*", *, to_host=False, stop_after=None, stop_on_nonfinite=False):
     """Record the intermediates whose names match ``patterns`` while the block runs (options: module docstring)."""
     t = Trace(patterns, to_host=to_host, stop_after=stop_after, stop_on_nonfinite=stop_on_nonfinite)
-    _active.append(t)
-    try:
-        yield t
-    except StopForward as stop:
-        if stop.trace is not t:
-            raise
-    finally:
-        del _active[next(i for i, active in enumerate(_active) if active is t)]  # by identity: a Trace is a dict
+    with activated(t):
+        try:
+            yield t
+        except StopForward as stop:
+            if stop.trace is not t:
+                raise
 
 
 def detect_nonfinite():

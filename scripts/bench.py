@@ -15,6 +15,11 @@ Default run (the short workload):
 * when llama-cpp-python imports (``pip install "arcee-np[llama_cpp]"``), llama.cpp too, on an F32 GGUF of
   the same checkpoint (flash attention off).
 
+``--speculative``: arcee_np alone on the shipped Shakespeare model (or ``--model PATH``): greedy decode of
+``--new-tokens`` tokens after a few prompts, plain against speculative decoding with a draft made of the
+model's first ``--draft-layers`` layers (the same embeddings, final norm and head) and against prompt-lookup
+decoding; reports new tokens/s, the share of draft tokens accepted, and that every output equals plain greedy.
+
 ``--long``: prefill at each of ``--lengths`` (512, 2048, 8192, 16384) in a fresh process per side and
 length, so that each peak RSS belongs to one length (transformers eager only up to ``--eager-max``, its
 [H, T, T] scores growing with the square of T), and decode of ``--new-tokens`` tokens after an
@@ -23,6 +28,7 @@ length, so that each peak RSS belongs to one length (transformers eager only up 
     pip install -e ".[golden]"                          # torch==2.13.0 (CPU) + transformers==5.24.0
     python scripts/bench.py --repeats 5 --json bench.json
     python scripts/bench.py --long --plot docs/images/long_context.png --json long.json
+    python scripts/bench.py --speculative --draft-layers 1 --new-tokens 64
 """
 
 from __future__ import annotations
@@ -276,6 +282,58 @@ def short_run(path, args):
     return results
 
 
+def sliced_draft(path, layers, folder):
+    """A checkpoint of ``path``'s first ``layers`` decoder layers (embeddings, final norm and head kept)."""
+    from safetensors.numpy import load_file, save_file
+
+    config = json.load(open(os.path.join(path, "config.json")))
+    with open(os.path.join(folder, "config.json"), "w") as fh:
+        json.dump(dict(config, num_hidden_layers=layers), fh)
+    weights = load_file(os.path.join(path, "model.safetensors"))
+    kept = {k: v for k, v in weights.items()
+            if ".layers." not in k or int(k.split(".layers.")[1].split(".")[0]) < layers}
+    save_file(kept, os.path.join(folder, "model.safetensors"))
+
+
+def speculative_run(args):
+    """Plain greedy decode against assisted decoding (a sliced draft) and prompt lookup, arcee_np only."""
+    import numpy as np
+
+    from arcee_np import ArceeForCausalLM, default_model_path
+    from arcee_np.io.tokenizer import ArceeTokenizer
+
+    path = args.model or default_model_path()
+    target, tokenizer = ArceeForCausalLM.from_pretrained(path), ArceeTokenizer.from_pretrained(path)
+    prompts = [np.array([tokenizer.encode(text)]) for text in ("ROMEO:", "KING HENRY:\nWhat", "First Citizen:\n")]
+    with tempfile.TemporaryDirectory() as folder:
+        sliced_draft(path, args.draft_layers, folder)
+        draft = ArceeForCausalLM.from_pretrained(folder)
+    modes = {"plain": {}, f"draft ({args.draft_layers} layers)": {"assistant_model": draft},
+             "prompt lookup": {"prompt_lookup_num_tokens": 10}}
+    results, plain = {}, {}
+    for name, extra in modes.items():
+        seconds, accepted, new, same = [], 0, 0, True
+        for prompt in prompts:
+            kwargs = dict(max_new_tokens=args.new_tokens, do_sample=False, return_dict_in_generate=True, **extra)
+            target.generate(prompt, **kwargs)  # warm up
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                out = target.generate(prompt, **kwargs)
+                times.append(time.perf_counter() - start)
+            seconds.append(statistics.median(times))
+            new += out.sequences.shape[1] - prompt.shape[1]
+            accepted += out.num_accepted_tokens or 0
+            plain.setdefault(prompt.tobytes(), out.sequences)
+            same &= bool(np.array_equal(out.sequences, plain[prompt.tobytes()]))
+        results[name] = {"new_tok_s": new / sum(seconds), "accepted_share": accepted / new, "same_as_plain": same}
+    print(f"{'':22}{'new tok/s':>12}{'accepted':>10}{'vs plain':>10}  same tokens")
+    for name, r in results.items():
+        print(f"{name:22}{r['new_tok_s']:12.1f}{r['accepted_share']:10.2f}"
+              f"{r['new_tok_s'] / results['plain']['new_tok_s']:10.2f}  {r['same_as_plain']}")
+    return results
+
+
 def long_run(path, args):
     """Prefill at each length, a fresh worker per side and length; then decode after a long prefill."""
     results = {"prefill": [], "decode": {}}
@@ -351,6 +409,10 @@ def main(argv=None):
     parser.add_argument("--eager-max", type=int, default=4096, help="longest prefill run with transformers eager")
     parser.add_argument("--decode-cache", type=int, default=8192, help="prefill before the long decode")
     parser.add_argument("--plot", help="with --long: save a picture of time and memory against length")
+    parser.add_argument("--speculative", action="store_true", help="plain vs speculative / prompt-lookup decode "
+                        "(arcee_np only, the shipped model)")
+    parser.add_argument("--model", help="with --speculative: the checkpoint (default: the shipped model)")
+    parser.add_argument("--draft-layers", type=int, default=1, help="with --speculative: layers of the draft")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -360,6 +422,13 @@ def main(argv=None):
 
     with open("/proc/cpuinfo") as fh:
         cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown CPU")
+    if args.speculative:
+        print(f"speculative decoding, float32, medians of {args.repeats}; {cpu}")
+        results = dict(speculative_run(args), args=vars(args), cpu=cpu)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=2)
+        return results
     print(f"125M Arcee, float32, {args.threads} threads, medians of {args.repeats}; {cpu}")
     with tempfile.TemporaryDirectory() as path:
         make_checkpoint(path)

@@ -35,13 +35,9 @@ only the GGUF key ``tokenizer.ggml.pre`` depends on it; the fixtures are evaluat
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import zlib
@@ -50,7 +46,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-import transformers
 from transformers import ArceeConfig, ArceeForCausalLM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +54,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 from torch_reference import lifted_float32_casts, perturb_  # noqa: E402
 
-from arcee_np.oracle.llama_cpp import llama_cpp_logits, llama_cpp_version  # noqa: E402
-from llama_cpp_tools import PURE, convert, gguf_py_version, quantize, tokenizer  # noqa: E402
+from arcee_np.oracle.llama_cpp import llama_cpp_logits  # noqa: E402
+from llama_cpp_tools import PURE, convert, fixture_arguments, quantize, tokenizer, write_meta  # noqa: E402
 
 OUT = REPO / "tests" / "golden_gguf"
 SEQUENCE_LENGTH = 32
@@ -138,19 +133,8 @@ def expected_logits(folder: Path, ids: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--converter", type=Path, required=True, help="convert_hf_to_gguf.py of a llama.cpp checkout")
-    parser.add_argument("--quantize", default="api", help="'api' (llama-cpp-python) or the path of llama-quantize")
-    parser.add_argument("--llama-cpp-commit", help="the checkout's commit (default: git rev-parse in its folder)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
+    args, commit = fixture_arguments(__doc__, OUT)
     torch.set_num_threads(1)
-    commit = args.llama_cpp_commit or subprocess.run(
-        ["git", "-C", str(args.converter.parent), "rev-parse", "--short=9", "HEAD"], capture_output=True,
-        text=True, check=True).stdout.strip()
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
     meta_cases = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, (description, overrides, save_dtype, outtype, types) in CASES.items():
@@ -182,18 +166,7 @@ def main() -> None:
                                 "llama_cpp_logits": "flash attention off, F32 KV cache, 1 thread, no repacked "
                                                     "weight buffers; F32_flash: flash attention on"}
             print(f"{name}: {', '.join(files.values())}")
-    meta = {
-        "generator": "scripts/make_gguf_fixtures.py",
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "llama_cpp_python": llama_cpp_version(), "llama_cpp_commit": commit,
-        "gguf_py": gguf_py_version(args.converter), "python": platform.python_version(),
-        "converter": "convert_hf_to_gguf.py (pre-tokenizer hash wrapper: unknown -> gpt-2)",
-        "quantizer": "llama_model_quantize (llama-cpp-python)" if args.quantize == "api" else "llama-quantize",
-        "cases": meta_cases,
-    }
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+    write_meta(args, commit, "scripts/make_gguf_fixtures.py", "unknown -> gpt-2", meta_cases)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from transformers.generation.logits_process import (LogitsProcessorList, MinNewT
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from torch_reference import perturb_  # noqa: E402
+from torch_reference import perturb_, start_fixture_run  # noqa: E402
 
 OUT = REPO / "tests" / "golden_heads"
 TOLERANCE = 1e-4
@@ -252,13 +252,7 @@ def processor_fixtures() -> list[str]:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    start_fixture_run(OUT)
     cases = head_cases() + generation_cases() + processor_fixtures()
     meta = {"transformers": transformers.__version__, "torch": torch.__version__, "python": platform.python_version(),
             "generated_by": "scripts/make_golden_heads.py", "cases": cases}

@@ -161,3 +161,34 @@ def test_console_script_runs():
     done = subprocess.run(command + ["generate", "ROMEO:", "--max-new-tokens", "5", "--greedy"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("ROMEO:") and done.stderr == ""
+
+
+def test_beam_search_and_ngram_flags(tiny, capsys):
+    code, out, err = run(capsys, "generate", "ROMEO:", "--model", tiny, "--greedy", "--max-new-tokens", "10",
+                         "--num-beams", "3", "--no-repeat-ngram-size", "2")
+    assert code == 0 and err == ""
+    model, tok = ArceeForCausalLM.from_pretrained(tiny), ArceeTokenizer.from_pretrained(tiny)
+    ids = np.array([tok.encode("ROMEO:")])
+    best = model.generate(ids, max_new_tokens=10, do_sample=False, num_beams=3, no_repeat_ngram_size=2)
+    assert out == tok.decode(best[0], skip_special_tokens=True) + "\n"
+
+
+def test_min_p_and_stop_flags(tiny, capsys):
+    model, tok = ArceeForCausalLM.from_pretrained(tiny), ArceeTokenizer.from_pretrained(tiny)
+    ids = np.array([tok.encode("JULIET:")])
+    sampled = model.generate(ids, max_new_tokens=12, do_sample=True, min_p=0.3, seed=3)
+    code, out, _ = run(capsys, "generate", "JULIET:", "--model", tiny, "--max-new-tokens", "12", "--min-p", "0.3",
+                       "--seed", "3", "--no-prompt")
+    assert code == 0 and out == tok.decode(sampled[0, ids.shape[1]:], skip_special_tokens=True) + "\n"
+    greedy = tok.decode(model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:])
+    stop = greedy[len(greedy) // 2:len(greedy) // 2 + 2]
+    code, out, _ = run(capsys, "generate", "JULIET:", "--model", tiny, "--greedy", "--max-new-tokens", "12",
+                       "--stop", stop, "--stop", "never-there", "--no-prompt")
+    expected = model.generate(ids, max_new_tokens=12, do_sample=False, stop_strings=[stop], tokenizer=tok)
+    assert code == 0 and out == tok.decode(expected[0, ids.shape[1]:], skip_special_tokens=True) + "\n"
+    assert stop in out and len(out) < len(greedy) + 1
+
+
+def test_empty_stop_is_a_usage_error(tiny, capsys):
+    code, _, err = run(capsys, "generate", "x", "--model", tiny, "--stop", "")
+    assert code == 2 and "--stop needs some text" in err

@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "arcee_np"
 
 LAYERS = (
     ("blocks", "errors", "outputs", "moved"),  # moved.py: the table of moved import paths (imports by name only)
-    ("backend", "cache", "trace"),
+    ("backend", "cache", "trace", "intervene"),
     ("model",),
     ("validation",),
     ("config", "generation", "io", "shipped"),  # shipped.py: where the shipped model's files are

@@ -57,7 +57,7 @@ def test_recorded_values_are_the_forward_values(model):
 
 def test_no_cost_when_off():
     value = np.ones(3)
-    assert not _active
+    assert not _active.get()
     assert record("anything", value) is value
     assert tap("layers.0.mlp") is None
 
@@ -70,7 +70,7 @@ def test_patterns_globs_regex_and_predicates(model):
     assert list(b) == ["embed", "layers.0.out", "layers.1.out", "final_norm", "logits"]
     assert list(c) == ["layers.0.input_norm", "layers.0.post_norm", "layers.1.input_norm", "layers.1.post_norm",
                        "final_norm"]
-    assert not _active
+    assert not _active.get()
 
 
 def test_stop_after_ends_the_forward(model):
@@ -84,7 +84,7 @@ def test_stop_after_ends_the_forward(model):
     with pytest.raises(ZeroDivisionError):  # other errors pass through, and the trace is removed
         with trace():
             1 / 0  # noqa: B018 - an error raised inside the block
-    assert not _active
+    assert not _active.get()
 
 
 def test_to_host_copies_other_backends():
@@ -120,7 +120,7 @@ def test_nonfinite_sentinel_names_the_relu2_overflow():
     with np.errstate(over="ignore", invalid="ignore"), pytest.raises(NonFiniteError, match="layers.0.mlp.act"):
         with detect_nonfinite():
             model(IDS)
-    assert not _active
+    assert not _active.get()
 
 
 def test_sentinel_is_quiet_on_a_finite_forward(model):

@@ -215,7 +215,7 @@ def test_logits_to_keep_takes_numpy_integers():
     (dict(attention_mask=np.full((1, 4), 2)), InputError, "1 for tokens and 0 for padding"),
     (dict(eos_token_id="12"), InputTypeError, "eos_token_id must be a token id"),
     (dict(max_new_tokens=10 ** 9), InputError, "past the model's max_position_embeddings=256"),
-    (dict(num_beams=4), TypeError, "num_beams"),
+    (dict(num_beam=4), InputError, r"unknown arguments \[.num_beam.\]"),
 ])
 def test_generate_refuses_what_the_forward_refuses(kwargs, error, fragment):
     kwargs = {"input_ids": IDS, "max_new_tokens": 2, **kwargs}

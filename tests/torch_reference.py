@@ -269,3 +269,19 @@ def flatten_outputs(output) -> dict[str, torch.Tensor]:
     if cache is not None:
         flat.update(cache_tensors(cache))
     return flat
+
+
+def start_fixture_run(out) -> None:
+    """What every fixture script does first: one deterministic torch thread, quiet transformers, and a fresh
+    ``out`` folder (deleted and re-created)."""
+    import shutil
+
+    import transformers
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)

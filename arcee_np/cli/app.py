@@ -1,7 +1,7 @@
 """The ``arcee-np`` parser and the one place a command's errors become an exit status.
 
-``build_parser()`` asks each command module (``generate``, ``info``, ``trace``, ``compare``, ``gguf_check``,
-``finetune``) to add its subparser; each sets ``func(args) -> exit status``. ``main`` runs the chosen
+``build_parser()`` asks each command module (``generate``, ``info``, ``trace``, ``compare``, ``attribute``,
+``gguf_check``, ``finetune``) to add its subparser; each sets ``func(args) -> exit status``. ``main`` runs the chosen
 command through ``run_command``: every error ends as one line on stderr and an exit status, 2 for usage
 errors (argparse's, and UsageError: what the command line names cannot be used), 1 for every other failure
 (any arcee_np error, out of memory, an error from a library below), never a traceback (set
@@ -15,10 +15,10 @@ import sys
 import warnings
 
 from ..errors import ArceeError, UsageError
-from . import compare, finetune, generate, gguf_check, info, trace
+from . import attribute, compare, finetune, generate, gguf_check, info, trace
 from .arguments import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser
 
-COMMANDS = (generate, info, trace, compare, finetune, gguf_check)  # the order of `arcee-np --help`
+COMMANDS = (generate, info, trace, compare, attribute, finetune, gguf_check)  # the order of `arcee-np --help`
 
 
 def build_parser() -> Parser:

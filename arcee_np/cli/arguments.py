@@ -10,14 +10,14 @@ import os
 import numpy as np
 
 from ..backend import DEVICES, DTYPES
-from ..errors import MissingFileError, UsageError
+from ..errors import MissingFileError, TokenizerError, UsageError
 from .checks import check_ids_in_vocabulary, check_model_path, check_prompt_text, parse_token_ids
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_DIVERGED = EXIT_FAILURE  # compare / gguf-check found a divergence (CI treats it as a failure)
 
 MODEL_HELP = ("checkpoint folder (config.json, model.safetensors, tokenizer.json) or a llama.cpp .gguf file (its "
-              "tokenizer.json beside it); default: the shipped Shakespeare model")
+              "own tokenizer, or a tokenizer.json beside it); default: the shipped Shakespeare model")
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,20 +62,25 @@ def model_path(args, default: str | None = None) -> str:
     return default_model_path()
 
 
-def model_tokenizer(path: str, what: str, alternative: str = ""):
-    """The ArceeTokenizer of a checkpoint folder, or of the folder holding a GGUF file; a MissingFileError
-    saying where to put tokenizer.json when there is none (``what``: what needs it; ``alternative``: another
-    way, such as "pass --ids instead")."""
-    from ..io.checkpoint import tokenizer_folder
+def model_tokenizer(path, what: str, alternative: str = ""):
+    """The ArceeTokenizer of a checkpoint folder, or of a GGUF file (a path or an open GGUFFile: the tokenizer.json
+    beside it, else the tokenizer the file stores); a MissingFileError saying where to put tokenizer.json when a
+    folder has none, the TokenizerError of a stored tokenizer arcee_np cannot rebuild (``what``: what needs it;
+    ``alternative``: another way, such as "pass --ids instead")."""
+    from ..io.gguf import GGUFFile
     from ..io.tokenizer import ArceeTokenizer
+    from ..validation.files import is_gguf
 
-    folder = tokenizer_folder(path)
-    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
-        beside = " beside the GGUF file (arcee_np does not read llama.cpp's tokenizer inside it)" if folder != path \
-            else ""
-        raise MissingFileError(f"no tokenizer.json in {folder!r}: {what} needs the model's tokenizer.json{beside}; "
-                               f"put it there" + (f", or {alternative}." if alternative else "."))
-    return ArceeTokenizer.from_pretrained(folder)
+    gguf = isinstance(path, GGUFFile) or is_gguf(path)
+    if not gguf and not os.path.isfile(os.path.join(path, "tokenizer.json")):
+        raise MissingFileError(f"no tokenizer.json in {path!r}: {what} needs the model's tokenizer.json; put it there"
+                               + (f", or {alternative}." if alternative else "."))
+    try:
+        return ArceeTokenizer.from_pretrained(path)
+    except TokenizerError as err:
+        if not alternative:
+            raise
+        raise TokenizerError(f"{err} Or {alternative}.") from None
 
 
 def add_input_arguments(p) -> None:

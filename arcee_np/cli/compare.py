@@ -12,6 +12,7 @@ from ..errors import UsageError
 from ..io.gguf import is_gguf
 from ..oracle.compare import TOLERANCES, Tolerance, reference_regime, tolerance_for
 from .arguments import EXIT_DIVERGED, EXIT_OK, input_ids, model_path
+from .attribute import add_html_argument, write_compare_html
 from .checks import check_input_file, check_output_file, non_negative_float
 from .trace import add_run_arguments
 
@@ -37,6 +38,7 @@ def add_command(commands) -> None:
                    "keeps the row's value unless --atol is given)")
     c.add_argument("--failures-only", action="store_true", help="list only the diverging tensors")
     c.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    add_html_argument(c)
     c.set_defaults(func=cmd_compare)
 
 
@@ -62,8 +64,9 @@ def cmd_compare(args) -> int:
     from ..oracle.compare import compare_traces
     from ..oracle.tracefile import load_trace
 
-    if args.json:
-        check_output_file(args.json, "--json")
+    for flag, path in (("--json", args.json), ("--html", args.html)):
+        if path:
+            check_output_file(path, flag)
     wanted = "one trace (the candidate) or none" if args.against else "REFERENCE CANDIDATE: two trace files"
     if (args.against is None and len(args.traces) != 2) or (args.against and len(args.traces) > 1):
         raise UsageError(f"compare takes {wanted}" + ("" if args.against else
@@ -91,6 +94,8 @@ def cmd_compare(args) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=1)
+    if args.html:
+        write_compare_html(args, report, reference, candidate)
     return EXIT_OK if report.ok else EXIT_DIVERGED
 
 

@@ -99,6 +99,6 @@ def cmd_finetune(args) -> int:
         "train_losses": [round(x, 6) for x in losses], "train_seconds": round(seconds, 1),
         "arcee_np": __version__,
     }
-    save_finetuned(model, path, out, record)
+    save_finetuned(model, tokenizer, out, record)
     print(f"wrote {out}: config.json, model.safetensors, generation_config.json, tokenizer files, finetune.json")
     return EXIT_OK

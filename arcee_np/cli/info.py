@@ -8,6 +8,7 @@ import math
 import os
 
 from ..backend import DTYPES
+from ..errors import TokenizerError
 from .arguments import EXIT_OK, add_model_argument, model_path, model_tokenizer
 
 DTYPE_BYTES = dict(DTYPES)  # bytes per value of each dtype arcee_np computes in (backend.DTYPES)
@@ -28,7 +29,7 @@ def add_command(commands) -> None:
 def describe(path: str) -> dict:
     """What ``arcee-np info`` prints, as a dict: config, parameters, memory per dtype, generation, tokenizer."""
     from ..config import ArceeConfig
-    from ..io.checkpoint import backbone_shapes, checkpoint_files, read_checkpoint, tokenizer_folder
+    from ..io.checkpoint import backbone_shapes, checkpoint_files, read_checkpoint
     from ..io.gguf import is_gguf, read_gguf
     from ..io.weights import weight_memory
     from ..validation.memory import working_bytes
@@ -62,10 +63,15 @@ def describe(path: str) -> dict:
         "checkpoint_bytes": sum(os.path.getsize(f) for f in files),
         "generation_config": {} if is_gguf(path) else read_generation_config(path),
     }
-    if os.path.isfile(os.path.join(tokenizer_folder(path), "tokenizer.json")):
-        tok = model_tokenizer(path, "arcee-np info")
-        info["tokenizer"] = {"vocab_size": len(tok), **tok.special_tokens_map,
-                             "chat_template": tok.chat_template is not None}
+    if is_gguf(path) or os.path.isfile(os.path.join(path, "tokenizer.json")):
+        try:
+            tok = model_tokenizer(path, "arcee-np info")
+        except TokenizerError as err:  # a tokenizer in a GGUF file that arcee_np cannot rebuild: said, not fatal
+            info["tokenizer"] = {"source": None, "problem": " ".join(str(err).split())}
+        else:  # source: the tokenizer.json read, or the GGUF file's own tokenizer
+            info["tokenizer"] = {"source": tok.source, "vocab_size": len(tok), **tok.special_tokens_map,
+                                 "add_bos_token": tok.add_bos_token, "add_eos_token": tok.add_eos_token,
+                                 "chat_template": tok.chat_template is not None}
     return info
 
 

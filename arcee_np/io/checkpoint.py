@@ -38,15 +38,6 @@ def read_config(path: str | os.PathLike):
     return read_metadata(GGUFFile(path)).config if is_gguf(path) else ArceeConfig.from_pretrained(path)
 
 
-def tokenizer_folder(path: str | os.PathLike) -> str:
-    """Where a checkpoint's tokenizer.json lives: the checkpoint folder, or the folder holding a GGUF file
-    (arcee_np reads tokenizer.json, not the llama.cpp tokenizer a GGUF file carries)."""
-    from .gguf import is_gguf
-
-    path = os.fspath(path)
-    return os.path.dirname(os.path.abspath(path)) if is_gguf(path) else path
-
-
 def checkpoint_files(folder: str | os.PathLike) -> list[str]:
     """The safetensors file(s) of a checkpoint folder: one ``model.safetensors`` or the shards of an index."""
     return _weights_files(folder)[0]

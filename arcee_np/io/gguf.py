@@ -169,7 +169,8 @@ class GGUFTensor:
 
 class GGUFFile:
     """An open GGUF file: ``metadata`` (key -> Python value; large arrays summarised), ``value_types`` (key ->
-    GGUF value type name), ``tensors`` (GGUF name -> GGUFTensor), all over one read-only memory map."""
+    GGUF value type name), ``tensors`` (GGUF name -> GGUFTensor), ``fields`` (gguf-py's fields, whole: the
+    tokenizer's arrays), all over one read-only memory map."""
 
     def __init__(self, path: str | os.PathLike):
         import gguf
@@ -186,7 +187,7 @@ class GGUFFile:
             raise CheckpointError(f"{self.path} is a truncated or malformed GGUF file ({err}). Re-download or "
                                   f"re-convert it.") from err
         self.size = os.path.getsize(self.path)
-        self.metadata, self.value_types = {}, {}
+        self.metadata, self.value_types, self.fields = {}, {}, reader.fields
         for key, entry in reader.fields.items():
             if key.startswith("GGUF."):
                 continue

@@ -4,8 +4,8 @@ For learning and testing without llama.cpp: the same tensor names, the same Q/K 
 metadata keys and the same type rules as the converter (vectors and ``*_norm.weight`` in F32, matrices in
 the file type, a matrix whose rows are not whole blocks in F16), for the types gguf-py quantizes the way
 ggml's reference code does: F32, F16, BF16, Q8_0 and Q4_0 (the last as ``llama-quantize --pure`` makes
-it). The K formats need llama.cpp's quantizer. No tokenizer is written: llama.cpp itself will not load
-such a file, arcee_np will.
+it). The K formats need llama.cpp's quantizer. The checkpoint's byte-level BPE tokenizer is written as the
+converter writes it (``gguf_tokenizer.converter_tokenizer_keys``), so the file is a model on its own.
 
 ``metadata`` adds or replaces keys (``{"arcee.rope.scaling.attn_factor": 0.7}``) and a value of None
 drops one, to build the conversions a check should catch (a YaRN model converted without its YaRN keys,
@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import ArceeConfig
 from .gguf import ARCHITECTURE, GGUF_TO_HF, ROTARY_PROJECTIONS
+from .gguf_tokenizer import converter_tokenizer_keys
 
 WRITABLE_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")
 _FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "BF16": 32}  # general.file_type (llama_ftype)
@@ -48,15 +49,19 @@ def permute_rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
 
 
 def write_gguf(path: str | os.PathLike, config: ArceeConfig, tensors: dict, file_type: str = "F32",
-               metadata: dict | None = None) -> None:
+               metadata: dict | None = None, tokenizer: str | os.PathLike | None = None) -> None:
     """Write ``tensors`` (transformers' names: ``model.embed_tokens.weight`` ..., ``lm_head.weight`` unless tied;
-    NumPy arrays of any float dtype) with ``config``'s metadata as a GGUF file of ``file_type``."""
+    NumPy arrays of any float dtype) with ``config``'s metadata as a GGUF file of ``file_type``; ``tokenizer``:
+    a folder whose tokenizer.json (and tokenizer_config.json) is written into the file as well."""
     import gguf
 
     if file_type not in WRITABLE_TYPES:
         raise ValueError(f"file_type {file_type!r} cannot be written without llama.cpp; choose one of "
                          f"{', '.join(WRITABLE_TYPES)} (K formats: llama.cpp's llama-quantize).")
     keys = _metadata(config, file_type)
+    if tokenizer is not None:
+        ids = {"bos": config.bos_token_id, "eos": config.eos_token_id, "pad": config.pad_token_id}
+        keys.update(converter_tokenizer_keys(tokenizer, config.vocab_size, ids))
     for key, value in (metadata or {}).items():
         if value is None:
             keys.pop(key, None)
@@ -124,7 +129,6 @@ def _metadata(config: ArceeConfig, file_type: str) -> dict:
 
 def _add_value(writer, key: str, value) -> None:
     """One metadata key with the GGUF value type the converter uses (uint32 counts, float32 numbers)."""
-
     if isinstance(value, bool):
         writer.add_bool(key, value)
     elif isinstance(value, int):
@@ -133,13 +137,18 @@ def _add_value(writer, key: str, value) -> None:
         writer.add_float32(key, value)
     elif isinstance(value, str):
         writer.add_string(key, value)
+    elif isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        writer.add_array(key, value)  # strings, or int32 (token types), as the converter writes them
     else:
-        raise TypeError(f"metadata value for {key!r} must be bool, int, float or str, got {type(value).__name__}.")
+        raise TypeError(f"metadata value for {key!r} must be bool, int, float, str or a list of str or int, got "
+                        f"{type(value).__name__}.")
 
 
 def convert_checkpoint(folder: str | os.PathLike, path: str | os.PathLike, file_type: str = "F32",
                        metadata: dict | None = None) -> None:
-    """A transformers checkpoint folder (config.json + safetensors) written as a GGUF file (``write_gguf``)."""
+    """A transformers checkpoint folder (config.json + safetensors, and its tokenizer.json when it has one)
+    written as a GGUF file (``write_gguf``)."""
     from .checkpoint import read_checkpoint
 
-    write_gguf(path, ArceeConfig.from_pretrained(folder), read_checkpoint(folder), file_type, metadata)
+    tokenizer = folder if os.path.isfile(os.path.join(folder, "tokenizer.json")) else None
+    write_gguf(path, ArceeConfig.from_pretrained(folder), read_checkpoint(folder), file_type, metadata, tokenizer)

@@ -14,6 +14,9 @@ module repeats:
   escaping), ``raise_exception`` and ``strftime_now``; the special tokens are template variables; the
   rendered text is tokenized without adding special tokens (the template writes them).
 
+A llama.cpp GGUF file stands for its folder: the tokenizer.json beside it when there is one, else the
+tokenizer the converter stored in the file (``gguf_tokenizer``). ``ArceeTokenizer.source`` says which.
+
 ``TextStreamer`` prints generated text as it comes (the ``streamer`` of ``generate``).
 """
 
@@ -51,12 +54,16 @@ class ArceeTokenizer:
     the special tokens and their ids."""
 
     def __init__(self, tokenizer, config: dict | None = None, chat_template: str | dict | None = None,
-                 config_source: str = "the tokenizer config", template_source: str | None = None):
+                 config_source: str = "the tokenizer config", template_source: str | None = None,
+                 source: str | None = None):
         """``config``: tokenizer_config.json's settings; ``chat_template``: a template that overrides the config's;
-        ``config_source`` / ``template_source``: where they came from, for error messages."""
+        ``config_source`` / ``template_source``: where they came from, for error messages; ``source``: what the
+        tokenizer was read from (``arcee-np info`` shows it)."""
         from tokenizers import processors
 
         self._tokenizer = tokenizer
+        self.source = source
+        self.folder = None  # the folder of the tokenizer files it was read from (from_pretrained sets it)
         config = check_tokenizer_config({} if config is None else config, config_source)
         check_chat_template(chat_template, template_source or "the chat_template argument")
         self.init_config = config
@@ -86,7 +93,28 @@ class ArceeTokenizer:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "ArceeTokenizer":
-        """Read tokenizer.json, tokenizer_config.json (optional) and chat_template.jinja (optional) from a folder."""
+        """Read tokenizer.json, tokenizer_config.json (optional) and chat_template.jinja (optional) from a folder.
+
+        ``path`` may also be a llama.cpp GGUF file (or an open ``arcee_np.io.gguf.GGUFFile``): the tokenizer.json
+        beside it wins when there is one, else the tokenizer stored in the file is rebuilt
+        (``arcee_np.io.gguf_tokenizer``; a TokenizerError names a tokenizer model or pre-tokenizer type it
+        cannot rebuild)."""
+        from .gguf import GGUFFile, is_gguf
+
+        file = path if isinstance(path, GGUFFile) else None
+        if file is not None or is_gguf(path):
+            gguf_path = file.path if file is not None else os.fspath(path)
+            beside = os.path.dirname(os.path.abspath(gguf_path))
+            if os.path.isfile(os.path.join(beside, TOKENIZER_FILE)):
+                tokenizer = cls.from_pretrained(beside)
+                tokenizer.source = f"{os.path.join(beside, TOKENIZER_FILE)} (beside the GGUF file)"
+                return tokenizer
+            from .gguf_tokenizer import read_gguf_tokenizer
+
+            stored = read_gguf_tokenizer(gguf_path, None if file is None else file.fields)
+            return cls(stored.tokenizer, stored.config, stored.chat_template, config_source=stored.source,
+                       template_source=f"{gguf_path} (tokenizer.chat_template)",
+                       source=f"the GGUF file's own tokenizer: {stored.source}")
         folder = check_folder(path, "tokenizer folder")
         tokenizer = read_tokenizer_json(os.path.join(folder, TOKENIZER_FILE))
         config_file = os.path.join(folder, TOKENIZER_CONFIG_FILE)
@@ -94,7 +122,30 @@ class ArceeTokenizer:
         template_file = os.path.join(folder, CHAT_TEMPLATE_FILE)
         template = read_text(template_file, CHAT_TEMPLATE_FILE, TokenizerError) if os.path.exists(template_file) \
             else None
-        return cls(tokenizer, config, template, config_source=config_file, template_source=template_file)
+        loaded = cls(tokenizer, config, template, config_source=config_file, template_source=template_file,
+                     source=os.path.join(folder, TOKENIZER_FILE))
+        loaded.folder = folder
+        return loaded
+
+    def saved_files(self) -> dict[str, str]:
+        """``{"tokenizer.json": text, "tokenizer_config.json": text}``: the tokenizer, its special tokens,
+        add_bos_token / add_eos_token and chat template, as transformers reads them."""
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **self.special_tokens_map,
+                  "add_bos_token": self.add_bos_token, "add_eos_token": self.add_eos_token,
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        return {TOKENIZER_FILE: self._tokenizer.to_str(pretty=True),
+                TOKENIZER_CONFIG_FILE: json.dumps(config, indent=2, ensure_ascii=False) + "\n"}
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write ``saved_files`` into ``folder`` (each file replaced whole): a GGUF file's tokenizer becomes a
+        checkpoint's."""
+        from .atomic import write_text_files
+
+        write_text_files(folder, self.saved_files())
 
     # ------------------------------------------------------------------ special tokens
     @property
@@ -129,6 +180,34 @@ class ArceeTokenizer:
         if isinstance(ids, (int, np.integer)):
             return self._tokenizer.id_to_token(int(ids))
         return [self._tokenizer.id_to_token(int(i)) for i in ids]
+
+    def token_texts(self) -> list:
+        """The text each token id stands for, as transformers' StopStringCriteria reads the vocabulary: for a
+        byte-level tokenizer the bytes of the token (so text can end inside a UTF-8 sequence), for a
+        byte-fallback one the byte of each ``<0xNN>`` token and UTF-8 bytes of the others, else the decoded
+        string (decoded after a fixed prefix, which is then removed, so leading-space markers count).
+        Returns a list indexed by token id (str, or bytes in the byte modes), computed once per tokenizer."""
+        if self.__dict__.get("_token_texts") is not None:
+            return self.__dict__["_token_texts"]
+        decoder = self._tokenizer.decoder
+        state = decoder.__getstate__().decode() if decoder is not None else ""
+        mode = "byte_fallback" if '"ByteFallback"' in state else "byte_level" if '"ByteLevel"' in state else None
+        byte_of = {char: byte for byte, char in _bytes_to_unicode().items()}
+        prefix = "abcdef"
+        base = [self._tokenizer.id_to_token(i) for i in self._tokenizer.encode(prefix, add_special_tokens=False).ids]
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        texts = [b"" if mode else ""] * (max(vocab.values()) + 1)
+        for token, index in vocab.items():
+            if mode == "byte_level" and all(char in byte_of for char in token):
+                texts[index] = bytes(byte_of[char] for char in token)
+            elif mode == "byte_fallback" and len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+                texts[index] = bytes([int(token[3:5], 16)])
+            else:
+                text = decoder.decode(base + [token]) if decoder is not None else "".join(base + [token])
+                text = text[text.index(prefix) + len(prefix):]
+                texts[index] = text.encode("utf-8") if mode else text
+        self.__dict__["_token_texts"] = texts
+        return texts
 
     # ------------------------------------------------------------------ encoding and decoding
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -323,3 +402,17 @@ class TextStreamer:
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         print(text, file=self.file or sys.stdout, flush=True, end="\n" if stream_end else "")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table of byte-level BPE vocabularies."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return chars

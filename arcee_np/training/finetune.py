@@ -22,7 +22,6 @@ import numpy as np
 
 from ..errors import FileAccessError, InputError, MissingFileError
 from ..io.atomic import FolderWrite
-from ..io.checkpoint import tokenizer_folder
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
@@ -132,20 +131,24 @@ def finetune(model, train_ids: np.ndarray, *, steps: int, batch_size: int = 8, s
     return losses
 
 
-def save_finetuned(model, model_path, out: Path, record: dict) -> None:
-    """The checkpoint (config.json, model.safetensors, generation_config.json), the tokenizer files of
-    ``model_path`` (a checkpoint folder, or the folder holding a GGUF file) and finetune.json into ``out``."""
+def save_finetuned(model, tokenizer, out: Path, record: dict) -> None:
+    """The checkpoint (config.json, model.safetensors, generation_config.json), the tokenizer files (copied from
+    the folder ``tokenizer`` was read from; the tokenizer a GGUF file stores, written as tokenizer.json and
+    tokenizer_config.json) and finetune.json into ``out``."""
     if not model.generation_config:
         c = model.config
         model.generation_config = {k: v for k, v in (("bos_token_id", c.bos_token_id), ("eos_token_id", c.eos_token_id),
                                                      ("pad_token_id", c.pad_token_id)) if v is not None}
     model.save_pretrained(out)
-    folder = tokenizer_folder(model_path)
     with FolderWrite(out) as files:  # each replaced whole (io.atomic), as the checkpoint's files are
-        for name in TOKENIZER_FILES:
-            source = os.path.join(folder, name)
-            if os.path.isfile(source):
-                files.copy(name, source)
+        if tokenizer.folder is None:  # the tokenizer a GGUF file stores
+            for name, text in tokenizer.saved_files().items():
+                files.write_text(name, text)
+        else:
+            for name in TOKENIZER_FILES:
+                source = os.path.join(tokenizer.folder, name)
+                if os.path.isfile(source):
+                    files.copy(name, source)
         files.write_text("finetune.json", json.dumps(record, indent=2) + "\n")
 
 
