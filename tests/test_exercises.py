@@ -28,7 +28,8 @@ NAMES = list(checks.EXERCISES)
 def test_there_are_at_least_eleven_exercises_in_six_notebooks():
     assert len(checks.EXERCISES) >= 11
     assert sorted(checks.NOTEBOOKS) == sorted(SOLUTIONS)
-    assert sorted(p.stem for p in EXERCISES_DIR.glob("*.ipynb")) == sorted(SOLUTIONS)
+    separate = {"ex15_decoding"}   # its checks live in checks_decoding.py (tests/test_exercises_decoding.py)
+    assert sorted(p.stem for p in EXERCISES_DIR.glob("*.ipynb") if p.stem not in separate) == sorted(SOLUTIONS)
 
 
 @pytest.mark.parametrize("name", NAMES)
