@@ -138,14 +138,14 @@ def _check_hypothesis_score(hypothesis_score):
                                length_penalty=penalty, return_dict_in_generate=True, output_scores=True)
         rows = out.beam_indices[0][out.beam_indices[0] >= 0]
         new = out.sequences[0, ids.shape[1]:ids.shape[1] + len(rows)]
-        total = float(sum(out.scores[t][row, token] for t, (row, token) in enumerate(zip(rows, new))))
+        total = float(sum(out.scores[t][row, token] for t, (row, token) in enumerate(zip(rows, new, strict=True))))
         checked = (f"hypothesis_score({total:.4f}, {len(rows)}, {penalty}): the best hypothesis of "
                    f"generate(num_beams=3, max_new_tokens=5, length_penalty={penalty}) after {BEAM_PROMPT!r}")
         got = call(hypothesis_score, "hypothesis_score", checked, total, len(rows), penalty)
         got = array(got, "hypothesis_score", checked, hint=hint).reshape(-1)[:1]
         want = np.asarray(out.sequences_scores[:1], dtype=np.float64)
-        T = ids.shape[1]
-        against_array(got, want, "sequences_scores[0]", checked, FLOAT32, lambda got=got, total=total, n=len(rows),
+        T, n = ids.shape[1], len(rows)
+        against_array(got, want, "sequences_scores[0]", checked, FLOAT32, lambda got=got, total=total, n=n,
                       penalty=penalty, want=want, T=T: first_match(got, {
                           "you divided by the whole length, prompt included; count the generated tokens only":
                               [total / (T + n) ** penalty],
@@ -226,7 +226,9 @@ def _accept_mistakes(candidates, p, q, u) -> dict:
         return int((np.cumsum(~accepted) < 1).sum())
 
     n = first_false(u[:k] <= ratio)
-    residual = (lambda m: np.maximum(p[m] - q[m], 0) if m < k else p[k])
+    def residual(m):
+        return np.maximum(p[m] - q[m], 0) if m < k else p[k]
+
     out = {
         "you accepted when p >= q; accept with probability min(1, p/q): compare a uniform u with p/q": finish(
             first_false(ratio >= 1), residual(first_false(ratio >= 1))),
@@ -276,7 +278,7 @@ def check_speculative_accept(speculative_accept):
             where = (f"you accepted {int(n)} draft tokens; expected {want_n}: p/q = {np.round(ratio, 3).tolist()} "
                      f"against u = {np.round(u[:k], 3).tolist()}")
         elif int(n) == k and len(tokens) != k + 1:
-            where = f"you returned {len(tokens)} tokens; after {k} acceptances return them and one more, drawn from p[k]"
+            where = f"you returned {len(tokens)} tokens; after {k} acceptances return them and one more, from p[k]"
         else:
             where = (f"token {len(want_tokens) - 1} (the one drawn with u[k] = {u[k]:.3g}): you returned "
                      f"{tokens.tolist()}, expected {want_tokens.tolist()} ({token_words(want_tokens[-1:])})")
