@@ -14,15 +14,20 @@ from __future__ import annotations
 
 from types import ModuleType
 
-import numpy as np
-from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
+import warnings
 
+import numpy as np
+from array_api_compat import is_cupy_array, is_numpy_array
+
+from .blocks.namespace import array_namespace
 from .errors import DeviceError, InputError
 
 DEVICES = ("cpu", "cuda", "array_api_strict")
-DTYPES = ("float32", "float64", "float16", "bfloat16")
+# The dtypes a model computes in, name -> bytes a number: the one list (the CLI, the checkpoint checks and the
+# argument checks read it from here).
+DTYPES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
-__all__ = ["DEVICES", "DTYPES", "array_namespace", "is_wide", "namespace_for_device", "resolve_dtype", "to_device",
+__all__ = ["DEVICES", "DTYPES", "array_namespace", "namespace_for_device", "resolve_dtype", "to_device",
            "to_numpy", "device_of"]
 
 
@@ -74,11 +79,6 @@ def resolve_dtype(xp: ModuleType, dtype: str):
         raise InputError(f'dtype="{dtype}" is not available on device="{device}" (its array library has no '
                          f'{dtype}); choose one of {", ".join(usable)}, or run on device="cpu".')
     return getattr(xp, dtype)
-
-
-def is_wide(xp: ModuleType, dtype) -> bool:
-    """Whether ``dtype`` is float32 or float64: a dtype that products and reductions run in as it is."""
-    return dtype == xp.float32 or dtype == xp.float64
 
 
 def device_of(xp: ModuleType) -> str:
@@ -135,3 +135,14 @@ def to_numpy(x) -> np.ndarray:
     if hasattr(x, "__dlpack__"):
         return np.from_dlpack(x)
     return np.asarray(x)
+
+
+def __getattr__(name: str):
+    """``is_wide``, which moved: ``blocks.precision.product_dtype(xp, dtype) == dtype`` is the one rule now."""
+    if name == "is_wide":
+        from .blocks.precision import product_dtype
+
+        warnings.warn("arcee_np.backend.is_wide is deprecated: use arcee_np.blocks.precision.product_dtype "
+                      "(is_wide(xp, d) is product_dtype(xp, d) == d)", DeprecationWarning, stacklevel=2)
+        return lambda xp, dtype: product_dtype(xp, dtype) == dtype
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

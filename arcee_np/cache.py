@@ -7,14 +7,28 @@ The layout and contents are those of transformers' DynamicCache.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .backend import to_device, to_numpy
 from .blocks.namespace import array_namespace
-from .errors import InputError
-from .validation.values import require_int
+from .errors import CacheError, InputError
 
 _MIN_CAPACITY = 16
+
+
+def _short(value) -> str:
+    """``repr(value)``, shortened to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _count(name: str, value, low: int) -> int:
+    """``value`` as an int >= ``low`` (a Python or NumPy integer, not a bool), else InputError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise InputError(f"{name} must be an integer >= {low}, got {_short(value)}.")
+    return int(value)
 
 
 class KVCache:
@@ -25,12 +39,30 @@ class KVCache:
     """
 
     def __init__(self, num_layers: int, max_length: int | None = None):
-        self.num_layers = require_int("KVCache(num_layers)", num_layers, InputError, low=1)
-        self.max_length = None if max_length is None else require_int("KVCache(max_length)", max_length,
-                                                                       InputError, low=1)
+        self.num_layers = _count("KVCache(num_layers)", num_layers, low=1)
+        self.max_length = None if max_length is None else _count("KVCache(max_length)", max_length, low=1)
         self._keys = [None] * num_layers  # each [B, KV, capacity, hd]
         self._values = [None] * num_layers
         self._lengths = [0] * num_layers
+
+    @classmethod
+    def from_legacy(cls, pairs, num_layers: int, xp, dtype) -> "KVCache":
+        """transformers' legacy cache, one ``(keys, values)`` pair [B, KV, S, hd] per layer, as a KVCache on
+        ``xp`` in ``dtype``; CacheError when it is not one pair per layer of alike 4-D arrays."""
+        if len(pairs) != num_layers or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+            raise CacheError(f"a legacy past_key_values must hold one (keys, values) pair per layer ({num_layers}), "
+                             f"got {type(pairs).__name__} of {len(pairs)} {_short(pairs)}.")
+        cache = cls(num_layers)
+        first = None
+        for layer, (keys, values) in enumerate(pairs):
+            shapes = (tuple(getattr(keys, "shape", ())), tuple(getattr(values, "shape", ())))
+            first = first or shapes[0]
+            if len(shapes[0]) != 4 or shapes[0] != shapes[1] or shapes[0] != first:
+                raise CacheError(f"legacy past_key_values layer {layer}: keys and values must both be [batch, "
+                                 f"kv_heads, past, head_dim] and alike in every layer, got {shapes[0]} and "
+                                 f"{shapes[1]}.")
+            cache.update(to_device(keys, xp, dtype), to_device(values, xp, dtype), layer)
+        return cache
 
     def get_seq_length(self, layer: int = 0) -> int:
         """How many positions are stored (transformers' name)."""

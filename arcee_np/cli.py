@@ -184,7 +184,7 @@ def describe(path: str) -> dict:
     from .validation.checkpoint import check_layer_count
     from .config import ArceeConfig
     from .io.weights import weight_memory
-    from .model import working_bytes
+    from .validation.memory import working_bytes
     from .models import ArceeForCausalLM, read_generation_config
 
     if is_gguf(path):  # a llama.cpp file: its config is its metadata as llama.cpp reads it

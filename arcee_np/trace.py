@@ -27,9 +27,9 @@ import re
 from contextlib import contextmanager
 
 import numpy as np
-from array_api_compat import array_namespace
 
 from .backend import to_numpy
+from .blocks.namespace import array_namespace
 from .errors import InputTypeError, NonFiniteError
 
 _active: list["Trace"] = []

@@ -75,7 +75,8 @@ def test_tiled_equals_eager(problem, dtype):
     v = rng.normal(size=(batch, kv, past + length, head_dim)).astype(dtype)
     key_mask, segments, given, eager_mask = masks(kind, batch, length, past, rng, dtype)
     expected, _ = attention(q, k, v, eager_mask, head_dim**-0.5)
-    got = tiled_attention(q, k, v, head_dim**-0.5, past, key_mask, segments, given, query_tile, key_tile)
+    step = StepMask(key_mask, segments, given, past, length, dtype)
+    got, _ = tiled_attention(q, k, v, step, head_dim**-0.5, query_tile=query_tile, key_tile=key_tile)
     assert got.dtype == dtype and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE[dtype])
 
@@ -88,7 +89,7 @@ def test_sixteen_bit_tiled_rounds_as_eager(rng, dtype):
     key_mask = np.ones((2, 37), dtype=np.int64)
     key_mask[1, :5] = 0
     expected, _ = attention(q, k, v, causal_padding_mask(key_mask, 37, dtype), 0.25)
-    got = tiled_attention(q, k, v, 0.25, 0, key_mask, query_tile=8, key_tile=6)
+    got, _ = tiled_attention(q, k, v, StepMask(key_mask, None, None, 0, 37, dtype), 0.25, query_tile=8, key_tile=6)
     ulp = float(np.finfo(np.float16).eps if dtype == np.float16 else ml_dtypes.finfo(dtype).eps)
     np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=ulp, atol=ulp)
 
@@ -98,11 +99,11 @@ def test_causal_tiles_above_the_diagonal_are_skipped(monkeypatch):
     computed, and only the 4 on it are masked."""
     computed = []
     original_scores = tiled_module.masked_scores
-    monkeypatch.setattr(tiled_module, "masked_scores", lambda *a: computed.append(a[5:7]) or original_scores(*a))
+    monkeypatch.setattr(tiled_module, "masked_scores", lambda *a: computed.append(a[2][2:]) or original_scores(*a))
     masked = record_masked_tiles(monkeypatch)
     rng = np.random.default_rng(0)
     q, k, v = (rng.normal(size=(1, 2, 16, 4)) for _ in range(3))
-    tiled_attention(q, k, v, 0.5, query_tile=4, key_tile=4)
+    tiled_attention(q, k, v, StepMask(None, None, None, 0, 16, q.dtype), 0.5, query_tile=4, key_tile=4)
     assert len(computed) == 10
     assert sorted(masked) == [(0, 0, 4), (4, 4, 8), (8, 8, 12), (12, 12, 16)]
 
@@ -113,10 +114,10 @@ def record_masked_tiles(monkeypatch):
     masked = []
     original_keep = tiled_module.tile_keep
 
-    def keep(xp, past, q0, q1, k0, k1, *rest):
-        result = original_keep(xp, past, q0, q1, k0, k1, *rest)
+    def keep(xp, mask, tile):
+        result = original_keep(xp, mask, tile)
         if result is not None:
-            masked.append((q0, k0, k1))
+            masked.append((tile.q0, tile.k0, tile.k1))
         return result
 
     monkeypatch.setattr(tiled_module, "tile_keep", keep)
@@ -193,7 +194,7 @@ def test_only_diagonal_key_tiles_are_masked(monkeypatch):
     masked = record_masked_tiles(monkeypatch)
     rng = np.random.default_rng(1)
     q, k, v = (rng.normal(size=(1, 2, 16, 4)) for _ in range(3))
-    got = tiled_attention(q, k, v, 0.5, query_tile=4, key_tile=6)
+    got, _ = tiled_attention(q, k, v, StepMask(None, None, None, 0, 16, q.dtype), 0.5, query_tile=4, key_tile=6)
     assert sorted(masked) == [(0, 0, 4), (4, 4, 8), (8, 8, 12), (12, 12, 16)]
     expected, _ = attention(q, k, v, causal_padding_mask(np.ones((1, 16)), 16, np.float64), 0.5)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

@@ -226,7 +226,7 @@ def test_generate_refuses_what_the_forward_refuses(kwargs, error, fragment):
 
 
 def test_generate_checks_its_arguments_once_not_per_step(monkeypatch):
-    import arcee_np.models as models
+    import arcee_np.pretrained as models  # the module whose forward calls check the arguments
 
     calls = []
     original = models.check_forward_inputs

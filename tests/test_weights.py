@@ -51,7 +51,7 @@ def test_float16_widening_is_exact_for_every_bit_pattern(dtype):
 
 def test_linear_and_embed_use_a_stored_weight_tile_by_tile(rng, monkeypatch):
     """A stored weight gives the product of its widened values; linear asks for row tiles, embed for rows."""
-    monkeypatch.setattr(importlib.import_module("arcee_np.blocks.linear"), "ROW_TILE_ELEMENTS", 3 * 16)  # 3 rows a tile
+    monkeypatch.setattr(importlib.import_module("arcee_np.blocks.stored"), "ROW_TILE_ELEMENTS", 3 * 16)  # 3 rows a tile
     data = rng.normal(size=(7, 16)).astype(ml_dtypes.bfloat16)
     weight = StoredWeight(data, np.dtype(np.float32), np.float32, "bfloat16")
     asked = []

@@ -1,7 +1,7 @@
 """Scaled dot-product attention with grouped KV heads (MHA, GQA, MQA), as transformers' eager path."""
 
 from .namespace import array_namespace
-from .precision import as_dtype, matmul, product_dtype
+from .precision import as_dtype, matmul, product_dtype, reduction_dtype
 
 
 def softmax(scores, axis=-1):
@@ -11,7 +11,7 @@ def softmax(scores, axis=-1):
     back. scores: any shape. Returns the same shape.
     """
     xp = array_namespace(scores)
-    work = scores if scores.dtype == xp.float64 else as_dtype(scores, xp.float32)
+    work = as_dtype(scores, reduction_dtype(xp, scores.dtype))
     shifted = work - xp.max(work, axis=axis, keepdims=True)
     weights = xp.exp(shifted)
     return weights / xp.sum(weights, axis=axis, keepdims=True)
@@ -55,7 +55,6 @@ def attention_probs(scores, mask, dtype):
 
     scores: [B, H, T, S]; mask: additive [B, 1, T, S] or None. Returns [B, H, T, S].
     """
-    xp = array_namespace(scores)
     if mask is not None:
         scores = scores + mask
     return as_dtype(softmax(scores), dtype)
@@ -78,15 +77,23 @@ def attention(q, k, v, mask, scaling, tap=None):
     """``softmax(q k^T * scaling + mask) v``: eager attention of transformers, all steps in one call.
 
     q: [B, H, T, hd]; k, v: [B, KV, S, hd]; mask: additive [B, 1, T, S] or None; scaling: float;
-    tap: optional ``tap(name, array)`` shown ``"scores"`` and ``"probs"`` ([B, H, T, S]).
-    Returns (out [B, T, H * hd], probs [B, H, T, S]).
+    tap: optional ``tap(name, array)`` shown ``"scores"`` and ``"probs"`` ([B, H, T, S]), whose returned
+    arrays are the ones attention goes on with (as the trace does). Returns (out [B, T, H * hd], probs
+    [B, H, T, S]).
     """
     scores = attention_scores(q, k, scaling)
+    if tap is not None:
+        scores = tap("scores", scores)
     probs = attention_probs(scores, mask, q.dtype)
     if tap is not None:
-        tap("scores", scores)
-        tap("probs", probs)
+        probs = tap("probs", probs)
     return attention_output(probs, v), probs
+
+
+def eager_attention(q, k, v, mask, scaling, tap=None):
+    """``attention`` under the step's StepMask (blocks/mask.py), whose whole additive [B, 1, T, S] array it
+    uses: the signature of every attention implementation. Returns (out [B, T, H * hd], probs [B, H, T, S])."""
+    return attention(q, k, v, mask.additive(), scaling, tap)
 
 
 def attention_backward(grad_out, q, k, v, probs, out, scaling, tap=None):
@@ -120,13 +127,14 @@ def attention_backward(grad_out, q, k, v, probs, out, scaling, tap=None):
     p = xp.reshape(probs, (batch, kv_heads, group, key_length))  # [B, KV, n_rep*T, S]
     dv = xp.matrix_transpose(p) @ d_out  # [B, KV, S, hd]
     dp = d_out @ xp.matrix_transpose(v)  # [B, KV, n_rep*T, S]
-    work = p.dtype if p.dtype == xp.float64 else xp.float32
+    if tap is not None:
+        dp = xp.reshape(tap("probs", xp.reshape(dp, probs.shape)), dp.shape)
+    work = reduction_dtype(xp, p.dtype)
     row = xp.sum(xp.astype(d_out * out, work, copy=False), axis=-1, keepdims=True)  # [B, KV, n_rep*T, 1]
     ds = xp.astype(p, work, copy=False) * (xp.astype(dp, work, copy=False) - row)
     ds = xp.astype(ds, q.dtype, copy=False)
     if tap is not None:
-        tap("probs", xp.reshape(dp, probs.shape))
-        tap("scores", xp.reshape(ds, probs.shape))
+        ds = xp.reshape(tap("scores", xp.reshape(ds, probs.shape)), ds.shape)
     dq = (ds @ k) * scaling  # [B, KV, n_rep*T, hd]
     dk = (xp.matrix_transpose(ds) @ xp.reshape(q, (batch, kv_heads, group, head_dim))) * scaling  # [B, KV, S, hd]
     return xp.reshape(dq, (batch, heads, length, head_dim)), dk, dv

@@ -2,8 +2,9 @@
 BCE-with-logits, and the sequence-classification, question-answering and token-classification losses."""
 
 from .namespace import array_namespace
+from .precision import as_dtype, reduction_dtype
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # labels with this value are not scored (transformers' ignore_index)
 
 
 def log_softmax(logits, axis=-1):
@@ -21,7 +22,7 @@ def cross_entropy(logits, labels, ignore_index=IGNORE_INDEX):
     logits: [N, C]; labels: [N] integers. Returns a 0-d array.
     """
     xp = array_namespace(logits, labels)
-    work = logits if logits.dtype == xp.float64 else xp.astype(logits, xp.float32, copy=False)
+    work = as_dtype(logits, reduction_dtype(xp, logits.dtype))
     counted = labels != ignore_index  # [N]
     safe = xp.where(counted, labels, xp.zeros_like(labels))  # [N] any valid index where ignored
     picked = xp.take_along_axis(log_softmax(work), xp.astype(safe, xp.int64)[:, None], axis=1)[:, 0]  # [N]
@@ -41,18 +42,13 @@ def causal_lm_loss(logits, labels, ignore_index=IGNORE_INDEX):
     return cross_entropy(shifted_logits, shifted_labels, ignore_index)
 
 
-def _loss_dtype(xp, x):
-    """float64 stays float64; anything else is computed in float32."""
-    return x.dtype if x.dtype == xp.float64 else xp.float32
-
-
 def mse_loss(prediction, target):
     """Mean squared error ``mean((prediction - target)^2)`` (torch's MSELoss, reduction mean).
 
     prediction, target: the same shape (any). Returns a 0-d array.
     """
     xp = array_namespace(prediction, target)
-    dtype = _loss_dtype(xp, prediction)
+    dtype = reduction_dtype(xp, prediction.dtype)
     diff = xp.astype(prediction, dtype) - xp.astype(target, dtype)
     return xp.mean(diff * diff)
 
@@ -65,7 +61,7 @@ def bce_with_logits(logits, targets):
     logits, targets: the same shape, e.g. [B, C]; targets in [0, 1]. Returns a 0-d array.
     """
     xp = array_namespace(logits, targets)
-    dtype = _loss_dtype(xp, logits)
+    dtype = reduction_dtype(xp, logits.dtype)
     x, y = xp.astype(logits, dtype), xp.astype(targets, dtype)
     return xp.mean(xp.maximum(x, xp.zeros_like(x)) - x * y + xp.log1p(xp.exp(-xp.abs(x))))
 
@@ -145,7 +141,7 @@ def cross_entropy_backward(logits, labels, ignore_index=IGNORE_INDEX):
     Returns (loss 0-d, dlogits [N, C]).
     """
     xp = array_namespace(logits, labels)
-    work = logits if logits.dtype == xp.float64 else xp.astype(logits, xp.float32, copy=False)
+    work = as_dtype(logits, reduction_dtype(xp, logits.dtype))
     counted = labels != ignore_index  # [N]
     safe = xp.astype(xp.where(counted, labels, xp.zeros_like(labels)), xp.int64)  # [N] any valid index where ignored
     count = xp.sum(xp.astype(counted, work.dtype))
@@ -182,7 +178,7 @@ def mse_loss_backward(prediction, target):
     """mse_loss and its gradient ``2 (prediction - target) / n``. prediction, target: the same shape.
     Returns (loss 0-d, dprediction)."""
     xp = array_namespace(prediction, target)
-    dtype = _loss_dtype(xp, prediction)
+    dtype = reduction_dtype(xp, prediction.dtype)
     diff = xp.astype(prediction, dtype) - xp.astype(target, dtype)
     grad = (2.0 / diff.size) * diff if diff.size else diff
     return xp.mean(diff * diff), xp.astype(grad, prediction.dtype, copy=False)
@@ -192,7 +188,7 @@ def bce_with_logits_backward(logits, targets):
     """bce_with_logits and its gradient ``(sigmoid(x) - y) / n`` (sigmoid from ``exp(-|x|)``, which cannot
     overflow). logits, targets: the same shape. Returns (loss 0-d, dlogits)."""
     xp = array_namespace(logits, targets)
-    dtype = _loss_dtype(xp, logits)
+    dtype = reduction_dtype(xp, logits.dtype)
     x, y = xp.astype(logits, dtype), xp.astype(targets, dtype)
     small = xp.exp(-xp.abs(x))
     sigmoid = xp.where(x >= 0, 1.0 / (1.0 + small), small / (1.0 + small))

@@ -9,13 +9,14 @@ def mlp(x, up_weight, down_weight, up_bias=None, down_bias=None, activation="rel
 
     x: [..., D]; up_weight: [I, D]; down_weight: [D, I]; biases: [I] / [D] or None (``mlp_bias``);
     activation: a key of ACTIVATIONS; tap: optional ``tap(name, array)`` shown ``"up"`` and ``"act"``
-    (both [..., I]), as the trace does. Returns [..., D].
+    (both [..., I]), whose returned arrays the MLP goes on with (as the trace does). Returns [..., D].
     """
     up = linear(x, up_weight, up_bias)
+    if tap is not None:
+        up = tap("up", up)
     act = ACTIVATIONS[activation](up)
     if tap is not None:
-        tap("up", up)
-        tap("act", act)
+        act = tap("act", act)
     return linear(act, down_weight, down_bias)
 
 
@@ -32,10 +33,11 @@ def mlp_backward(grad, x, up, act, up_weight, down_weight, has_bias=False, activ
     ``"up_proj.bias"`` / ``"down_proj.bias"`` when has_bias.
     """
     d_act, d_down, d_down_bias = linear_backward(grad, act, down_weight, has_bias)
+    if tap is not None:
+        d_act = tap("act", d_act)
     d_up = ACTIVATION_BACKWARDS[activation](d_act, up)
     if tap is not None:
-        tap("act", d_act)
-        tap("up", d_up)
+        d_up = tap("up", d_up)
     dx, d_up_weight, d_up_bias = linear_backward(d_up, x, up_weight, has_bias)
     grads = {"up_proj.weight": d_up_weight, "down_proj.weight": d_down}
     if has_bias:

@@ -1,7 +1,7 @@
 """RMSNorm, with transformers' casting points."""
 
 from .namespace import array_namespace
-from .precision import as_dtype
+from .precision import as_dtype, reduction_dtype
 
 
 def rms_norm(x, weight, eps):
@@ -14,7 +14,7 @@ def rms_norm(x, weight, eps):
     x: [..., D]; weight: [D]; eps: float. Returns [..., D].
     """
     xp = array_namespace(x, weight)
-    work = x if x.dtype == xp.float64 else as_dtype(x, xp.float32)
+    work = as_dtype(x, reduction_dtype(xp, x.dtype))
     variance = xp.mean(work * work, axis=-1, keepdims=True)  # [..., 1]
     normed = work * (1.0 / xp.sqrt(variance + eps))
     return weight * as_dtype(normed, x.dtype)
@@ -32,7 +32,7 @@ def rms_norm_backward(grad, x, weight, eps):
     Returns (dx [..., D], dweight [D]).
     """
     xp = array_namespace(grad, x, weight)
-    work = x if x.dtype == xp.float64 else as_dtype(x, xp.float32)
+    work = as_dtype(x, reduction_dtype(xp, x.dtype))
     inverse = 1.0 / xp.sqrt(xp.mean(work * work, axis=-1, keepdims=True) + eps)  # [..., 1]
     normed = work * inverse
     features = x.shape[-1]

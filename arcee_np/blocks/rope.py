@@ -8,7 +8,7 @@ is rotated by the angle ``position * inv_freq[j]``. Tables are computed in float
 import math
 
 from .namespace import array_namespace
-from .precision import as_dtype
+from .precision import as_dtype, reduction_dtype
 
 
 def default_inv_freq(head_dim, theta, xp, dtype):
@@ -89,16 +89,47 @@ def yarn_inv_freq(head_dim, theta, scaling, xp, dtype):
     return inv_freq, yarn_attention_factor(scaling)
 
 
+def default_rope(head_dim, theta, scaling, xp, dtype):
+    """Plain RoPE as a ROPE_TYPES entry: ``(default_inv_freq, 1.0)``."""
+    return default_inv_freq(head_dim, theta, xp, dtype), 1.0
+
+
+def linear_rope(head_dim, theta, scaling, xp, dtype):
+    """Linear scaling as a ROPE_TYPES entry: ``(linear_inv_freq, 1.0)``."""
+    return linear_inv_freq(head_dim, theta, scaling["factor"], xp, dtype), 1.0
+
+
+# rope_type -> (head_dim, theta, rope_scaling, xp, dtype) -> (inv_freq [hd/2], attention_scaling): the RoPE
+# variants arcee_np has (config validation reads its allowed rope types from here).
+ROPE_TYPES = {"default": default_rope, "linear": linear_rope, "yarn": yarn_inv_freq}
+
+
 def rope_frequencies(head_dim, theta, rope_scaling, xp, dtype):
-    """``(inv_freq [hd/2], attention_scaling)`` for plain RoPE (``rope_scaling`` None), linear scaling or YaRN."""
-    if rope_scaling is None:
-        return default_inv_freq(head_dim, theta, xp, dtype), 1.0
-    if rope_scaling["rope_type"] == "linear":
-        return linear_inv_freq(head_dim, theta, rope_scaling["factor"], xp, dtype), 1.0
-    if rope_scaling["rope_type"] == "yarn":
-        return yarn_inv_freq(head_dim, theta, rope_scaling, xp, dtype)
-    raise ValueError(f"unknown rope_type {rope_scaling['rope_type']!r}; arcee_np supports 'default', 'linear' and "
-                     f"'yarn'.")
+    """``(inv_freq [hd/2], attention_scaling)`` of the config's RoPE: plain (``rope_scaling`` None), or the
+    ``rope_type`` of ROPE_TYPES that ``rope_scaling`` names."""
+    rope_type = "default" if rope_scaling is None else rope_scaling["rope_type"]
+    if rope_type not in ROPE_TYPES:
+        raise ValueError(f"unknown rope_type {rope_type!r}; arcee_np supports {', '.join(map(repr, ROPE_TYPES))}.")
+    return ROPE_TYPES[rope_type](head_dim, theta, rope_scaling, xp, dtype)
+
+
+def step_positions(position_ids, past_length, batch, length, xp):
+    """The positions of this step's tokens, [B, T]: ``position_ids`` ([B, T] or [1, T]) broadcast over the
+    batch, or ``past_length + arange(T)`` when None."""
+    if position_ids is None:
+        position_ids = xp.arange(past_length, past_length + length, dtype=xp.int64)[None, :]  # [1, T]
+    return xp.broadcast_to(position_ids, (batch, length))
+
+
+def rope_tables(position_ids, head_dim, theta, rope_scaling, dtype):
+    """The cos/sin tables every layer of a step shares: (cos, sin), each [B, T, hd] in ``dtype``.
+
+    position_ids: [B, T]; head_dim, theta, rope_scaling: the config's. The frequencies and angles are
+    computed in float32 (float64 stays float64) and the tables cast to ``dtype``, as transformers does.
+    """
+    xp = array_namespace(position_ids)
+    inv_freq, attention_scaling = rope_frequencies(head_dim, theta, rope_scaling, xp, reduction_dtype(xp, dtype))
+    return rope_cos_sin(position_ids, inv_freq, attention_scaling, dtype)
 
 
 def rope_cos_sin(position_ids, inv_freq, attention_scaling, dtype):

@@ -28,6 +28,8 @@ tiles are independent of each other: on NumPy they run side by side, one per cor
 
 import math
 
+from typing import NamedTuple
+
 from .mask import allowed
 from .namespace import array_namespace
 from .precision import as_dtype, product_dtype
@@ -38,6 +40,15 @@ from .tile_map import map_tiles
 SCORE_TILE_ELEMENTS = 1 << 21
 QUERY_TILE = 256
 MIN_KEY_TILE = 64
+
+
+class Tile(NamedTuple):
+    """The tile of queries ``q0:q1`` (this step's rows) and keys ``k0:k1`` (cache indices)."""
+
+    q0: int
+    q1: int
+    k0: int
+    k1: int
 
 
 def tile_sizes(batch, heads, query_length, key_length):
@@ -54,17 +65,16 @@ def fits_one_tile(batch, heads, query_length, key_length):
     return batch * heads * query_length * key_length <= SCORE_TILE_ELEMENTS
 
 
-def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=None, mask=None, query_tile=None,
-                    key_tile=None):
+def tiled_attention(q, k, v, mask, scaling, tap=None, query_tile=None, key_tile=None):
     """``softmax(q k^T * scaling + mask) v`` by the online softmax (module docstring), tile by tile.
 
-    q: [B, H, T, hd]; k, v: [B, KV, S, hd] with ``S = past_length + T`` (cached keys, then this step's);
-    scaling: float; key_mask: [B, S] (1 = token, 0 = padding) or None; segments: [B, T] sequence numbers of
-    packed rows (no cache, so S = T) or None; mask: an additive [B or 1, 1, T, S] mask given by the caller,
-    used as given (sliced per tile; no tile is skipped), or None for the causal mask built per tile;
-    query_tile, key_tile: tile sizes (default ``tile_sizes``). A query row that may attend no key at all (a
-    padding row) gets the mean of all values, as in eager attention, whose softmax over a row of equal masked
-    scores is uniform. Returns [B, T, H * hd] in q's dtype.
+    q: [B, H, T, hd]; k, v: [B, KV, S, hd] with ``S = mask.past_length + T`` (cached keys, then this
+    step's); mask: the step's StepMask (blocks/mask.py): its causal, padding and packed parts are built per
+    tile, a caller's 4-D mask is sliced per tile (then no tile is skipped); scaling: float; tap: unused (no
+    probabilities are formed: the model picks eager attention when they are wanted); query_tile, key_tile:
+    tile sizes (default ``tile_sizes``). A query row that may attend no key at all (a padding row) gets the
+    mean of all values, as in eager attention, whose softmax over a row of equal masked scores is uniform.
+    Returns (out [B, T, H * hd] in q's dtype, None): the signature of every attention implementation.
 
     float16/bfloat16: eager attention rounds the normalised probabilities to 16 bits before it multiplies
     them with V, which one pass cannot do (the sum is known only at the end); so these dtypes take two
@@ -83,15 +93,16 @@ def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=Non
         v = with_column(as_dtype(v, work), 1.0)
     grouped = xp.reshape(q, (batch, kv_heads, n_rep, length, head_dim))  # query head n reads KV head n // n_rep
     out = xp.empty((batch, kv_heads, n_rep, length, head_dim), dtype=work)
+    past = mask.past_length
 
     def query_tile_rows(q0):  # the rows of queries q0:q1 of every head, written into ``out``
         q1 = min(q0 + query_tile, length)
         queries = xp.reshape(as_dtype(grouped[:, :, :, q0:q1, :], work), (batch, kv_heads, n_rep * (q1 - q0),
                                                                          head_dim))
-        spans = key_spans(key_length, key_tile, None if mask is not None else (past_length + q0, past_length + q1))
+        spans = key_spans(key_length, key_tile, None if mask.given is not None else (past + q0, past + q1))
 
         def masked(scores, k0, k1):
-            return masked_scores(scores, n_rep, past_length, q0, q1, k0, k1, key_mask, segments, mask)
+            return masked_scores(scores, mask, Tile(q0, q1, k0, k1))
 
         if one_pass:
             normed, seen = online_rows(queries * scaling, k, v, spans, masked)
@@ -104,7 +115,7 @@ def tiled_attention(q, k, v, scaling, past_length=0, key_mask=None, segments=Non
 
     map_tiles(query_tile_rows, range(0, length, query_tile), xp)  # independent tiles: on every core (NumPy)
     merged = xp.permute_dims(xp.reshape(out, (batch, heads, length, head_dim)), (0, 2, 1, 3))  # [B, T, H, hd]
-    return as_dtype(xp.reshape(merged, (batch, length, heads * head_dim)), q.dtype)
+    return as_dtype(xp.reshape(merged, (batch, length, heads * head_dim)), q.dtype), None
 
 
 def online_rows(queries, keys, values, spans, masked):
@@ -183,18 +194,21 @@ def with_column(x, value):
     return xp.concat([x, xp.full((*x.shape[:-1], 1), value, dtype=x.dtype)], axis=-1)
 
 
-def masked_scores(scores, n_rep, past_length, q0, q1, k0, k1, key_mask=None, segments=None, mask=None):
-    """One tile's scores [B, KV, rows, tk] with its mask added in place: the caller's additive 4-D ``mask``
-    sliced to the tile, or -inf where ``tile_keep`` forbids a pair (0 elsewhere). Returns [B, KV, rows, tk]."""
+def masked_scores(scores, mask, tile):
+    """One tile's scores [B, KV, n_rep * tq, tk] with its mask added in place: the caller's additive 4-D mask
+    (``mask.given``) sliced to the tile, or -inf where ``tile_keep`` forbids a pair (0 elsewhere).
+
+    mask: the step's StepMask; tile: its Tile. Returns [B, KV, n_rep * tq, tk].
+    """
     xp = array_namespace(scores)
-    if mask is not None:
-        extra = as_dtype(mask[:, :, q0:q1, k0:k1], scores.dtype)
+    if mask.given is not None:
+        extra = as_dtype(mask.given[:, :, tile.q0:tile.q1, tile.k0:tile.k1], scores.dtype)
     else:
-        keep = tile_keep(xp, past_length, q0, q1, k0, k1, key_mask, segments)
+        keep = tile_keep(xp, mask, tile)
         if keep is None:
             return scores
         extra = xp.where(keep, xp.asarray(0.0, dtype=scores.dtype), xp.asarray(-math.inf, dtype=scores.dtype))
-    grouped = _grouped(scores, n_rep)
+    grouped = _grouped(scores, scores.shape[2] // (tile.q1 - tile.q0))
     grouped += extra[:, :, None, :, :]  # [B|1, 1, 1, tq, tk] over the query heads of each KV group
     return xp.reshape(grouped, scores.shape)
 
@@ -215,19 +229,22 @@ def tile_scores(queries, keys, scaling, dtype):
     return xp.astype(xp.astype(rounded * scaling, dtype), work)
 
 
-def tile_keep(xp, past_length, q0, q1, k0, k1, key_mask=None, segments=None):
-    """The mask of the tile of queries ``q0:q1`` and keys ``k0:k1``, or None when it masks nothing.
+def tile_keep(xp, mask, tile):
+    """The causal, padding and packed mask of one tile, or None when it masks nothing.
 
-    xp: the array namespace; queries sit at cache indices ``past_length + q0 ..``; key_mask [B, S] and
-    segments [B, T] as for tiled_attention. Returns bool [B or 1, 1, tq, tk] or None.
+    xp: the array namespace; mask: the step's StepMask (its queries sit at cache indices
+    ``past_length + q0 ..``); tile: the Tile of queries ``q0:q1`` and keys ``k0:k1``. Returns bool
+    [B or 1, 1, tq, tk] or None.
     """
-    causal = k1 - 1 > past_length + q0  # some key of the tile lies after the tile's first query
+    q0, q1, k0, k1 = tile
+    past, key_mask, segments = mask.past_length, mask.key_mask, mask.segments
+    causal = k1 - 1 > past + q0  # some key of the tile lies after the tile's first query
     padded = key_mask is not None and not bool(xp.all(key_mask[:, k0:k1] != 0))
     lo, hi = min(q0, k0), max(q1, k1)  # segments only grow along a row: one segment iff the span has one
     split = segments is not None and not bool(xp.all(segments[:, lo:hi] == segments[:, lo:lo + 1]))
     if not (causal or padded or split):
         return None
-    return allowed(xp.arange(past_length + q0, past_length + q1), xp.arange(k0, k1),
+    return allowed(xp.arange(past + q0, past + q1), xp.arange(k0, k1),
                    None if key_mask is None else key_mask[:, k0:k1],
                    None if segments is None else segments[:, q0:q1], None if segments is None else segments[:, k0:k1])
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
+from array_api_compat import is_cupy_array, is_numpy_array
 
-from ..backend import device_of, is_wide, to_device, to_numpy
+from ..backend import device_of, to_device, to_numpy
+from ..blocks.namespace import array_namespace
+from ..blocks.precision import product_dtype
+from ..blocks.stored import StoredMatrix, is_stored
 from ..errors import InputError
 
 WIDEN_POLICIES = ("auto", "at_load", "per_use")
@@ -93,11 +96,11 @@ def widens_exactly(stored: str, dtype: str) -> bool:
     return stored == dtype or (stored, dtype) in _EXACT
 
 
-class StoredWeight:
-    """A weight matrix kept in its stored dtype and widened a block of rows at a time where it is used.
+class StoredWeight(StoredMatrix):
+    """A checkpoint's matrix kept in its stored dtype and widened a block of rows at a time where it is used.
 
-    The protocol the blocks use (they never import this class): ``shape`` ``(rows, cols)``; ``dtype``, the
-    dtype its values have in the model; ``stored_dtype``, the storage's name; ``widened_rows(start,
+    A StoredMatrix (blocks/stored.py, whose products the blocks use): ``shape`` ``(rows, cols)``; ``dtype``,
+    the dtype its values have in the model; ``stored_dtype``, the storage's name; ``widened_rows(start,
     stop)`` -> [stop - start, cols] and ``widened_take(indices)`` -> [n, cols], both in ``compute_dtype``.
 
     data: [rows, cols] array in the stored dtype (on CuPy, bfloat16 as its uint16 bits); dtype: the
@@ -115,10 +118,6 @@ class StoredWeight:
         if self._widen is widen_float16:  # look for inf/NaN once here, not in every tile
             specials = bool(((data.view(np.uint16) & 0x7C00) == 0x7C00).any())
             self._widen = functools.partial(widen_float16, specials=specials)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -139,11 +138,6 @@ class StoredWeight:
 
 
 # ---------------------------------------------------------------------------------------------- placing
-def _is_stored(array) -> bool:
-    """A reader's stored weight (this module's, or another class of the protocol: GGUF blocks ...)."""
-    return hasattr(array, "widened_rows")
-
-
 def _placed_dtype(array, model_dtype: str) -> str:
     """The dtype a checkpoint array is kept in: its own when the model's dtype holds it exactly, else the
     model's (rounded once at load)."""
@@ -158,7 +152,7 @@ def widening_extra_bytes(tensors: dict, model_dtype: str) -> int:
     extra = 0
     for array in tensors.values():
         size = int(np.prod(array.shape))
-        if _is_stored(array):
+        if is_stored(array):
             extra += size * compute - array.nbytes
         elif array.ndim == 2:
             extra += size * max(0, compute - _itemsize(_placed_dtype(array, model_dtype)))
@@ -191,7 +185,7 @@ def weight_memory(tensors: dict, model_dtype: str, widen: str = "auto") -> dict:
     mapped = copied = 0
     for array in tensors.values():
         size = int(np.prod(array.shape))
-        if _is_stored(array):  # a reader's stored weight: mapped from its file, widened whole at load
+        if is_stored(array):  # a reader's stored weight: mapped from its file, widened whole at load
             if policy == "at_load":
                 copied += size * _itemsize(compute)
             else:
@@ -230,12 +224,12 @@ def place_weights(tensors: dict, xp, model_dtype, widen: str = "auto") -> dict:
     weight (matrices widened per use).
     """
     name = dtype_name(model_dtype)
-    compute = model_dtype if is_wide(xp, model_dtype) else xp.float32
+    compute = product_dtype(xp, model_dtype)
     policy = resolve_widen_policy(widen, tensors, name)
     device = device_of(xp)
     placed = {}
     for key, array in tensors.items():
-        if _is_stored(array):
+        if is_stored(array):
             placed[key] = widen_whole(array) if policy == "at_load" else array
             continue
         if device == "cuda" and not is_numpy_array(array):  # CuPy, torch CUDA ...: cast on the GPU, no host trip

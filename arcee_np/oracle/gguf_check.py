@@ -36,6 +36,7 @@ from ..io.checkpoint import read_checkpoint
 from ..io.gguf import GGUFFile, read_gguf, read_metadata
 from ..io.gguf_writer import gguf_name
 from ..blocks.rope import yarn_attention_factor
+from ..blocks.stored import is_stored
 from ..errors import UsageError
 from ..validation.cli import (check_input_file, check_model_folder, check_output_file, non_negative_int,
                               positive_int)
@@ -367,7 +368,7 @@ def _check_weights(report, file, ref_config, ref_tensors) -> None:
 
 
 def _widened(weight, start, stop) -> np.ndarray:
-    if hasattr(weight, "widened_rows"):
+    if is_stored(weight):
         return np.asarray(weight.widened_rows(start, stop), dtype=np.float32)
     return np.asarray(weight[start:stop], dtype=np.float32)
 

@@ -81,7 +81,7 @@ def _causal_lm_head(model, hidden, labels):
     weight = model.lm_head_weight
     logits = record("logits", lm_head(hidden, weight))
     loss, d_logits = causal_lm_loss_backward(logits, labels)
-    record("grad.logits", d_logits)
+    d_logits = record("grad.logits", d_logits)
     del logits
     d_hidden, d_weight = lm_head_backward(d_logits, hidden, weight)
     return loss, d_hidden, {"lm_head.weight": d_weight}
@@ -135,7 +135,7 @@ def _task_head(model, hidden, input_ids, targets):
     has_bias = "score.bias" in params
     logits = record("logits", linear(hidden, params["score.weight"], params.get("score.bias")))  # [B, T, C]
     loss, d_logits = token_classification_loss_backward(logits, targets)
-    record("grad.logits", d_logits)
+    d_logits = record("grad.logits", d_logits)
     d_hidden, d_weight, d_bias = linear_backward(d_logits, hidden, params["score.weight"], has_bias)
     return loss, d_hidden, {"score.weight": d_weight} | ({"score.bias": d_bias} if has_bias else {})
 

@@ -13,6 +13,7 @@ adamw_update, is a plain function of arrays and numbers.
 from __future__ import annotations
 
 from ..blocks.namespace import array_namespace
+from ..blocks.stored import is_stored
 
 TORCH_CLIP_EPS = 1e-6  # torch adds it to the total norm before dividing
 
@@ -59,7 +60,7 @@ class AdamW:
         unknown = sorted(set(no_decay) - set(params))
         if unknown:
             raise ValueError(f"no_decay names weights that are not in params: {unknown[:5]}.")
-        stored = sorted(name for name, value in params.items() if hasattr(value, "widened_rows"))
+        stored = sorted(name for name, value in params.items() if is_stored(value))
         if stored:
             raise TypeError(f"AdamW updates plain arrays, but {stored[:3]} are kept in their stored dtype and widened "
                             f"on use: load the model with from_pretrained(..., widen='at_load').")

@@ -8,7 +8,7 @@ value and the fix; the code behind a surface trusts what it is handed.
 * ``generation``: the knobs of ``generate`` (call arguments, ``model.generation_config``, generation_config.json);
 * ``safetensors``: a safetensors header, entry by entry and as a whole (offsets, shapes, dtypes, metadata);
 * ``checkpoint``: the sharded index, the checkpoint's tensors against the config;
-* ``finite``: NaN/Inf in weights (at load) and in a forward pass's output;
+* ``finite``: NaN/Inf in weights (at load);
 * ``arguments``: the arguments of a forward call, the heads' labels, the KV cache;
 * ``tokenizer``: tokenizer.json, tokenizer_config.json, chat templates, encode/decode arguments;
 * ``tracefile``: a trace file's metadata;

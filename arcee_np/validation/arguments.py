@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import device_of, to_device, to_numpy
+from ..blocks.losses import IGNORE_INDEX
+from ..cache import KVCache
 from ..blocks.namespace import array_namespace
 from ..errors import CacheError, InputError, InputTypeError
 from .memory import check_allocation
 from .values import is_flag, is_integer, shown
-
-IGNORE_INDEX = -100  # labels with this value are not scored (transformers' ignore_index)
 
 
 @dataclass
@@ -140,8 +140,6 @@ def check_forward_inputs(config, xp, dtype, input_ids=None, inputs_embeds=None, 
         warnings.warn(f"positions reach {top}, past max_position_embeddings={config.max_position_embeddings}: "
                       f"the model was not trained that far and its output may degrade.", stacklevel=4)
     if cache is None and use_cache:
-        from ..cache import KVCache
-
         cache = KVCache(config.num_hidden_layers)
     return ForwardInputs(input_ids, inputs_embeds, attention_mask, position_ids, cache, past, batch, length,
                          use_cache or past_key_values is not None, output_attentions, output_hidden_states)
@@ -185,12 +183,10 @@ def _check_attention_mask(mask, xp, dtype, batch, length, total):
 # ---------------------------------------------------------------------------------------------- the KV cache
 def check_cache(cache, config, xp, dtype, batch: int, length: int):
     """``past_key_values`` as a KVCache that fits this call (a legacy ``((k, v), ...)`` tuple is converted)."""
-    from ..cache import KVCache
-
     if cache is None:
         return None
     if isinstance(cache, (tuple, list)):
-        cache = _from_legacy(cache, config, xp, dtype)
+        cache = KVCache.from_legacy(cache, config.num_hidden_layers, xp, dtype)
     if not isinstance(cache, KVCache):
         raise InputTypeError(f"past_key_values must be an arcee_np KVCache (or the legacy tuple of (keys, values) per "
                              f"layer), got {type(cache).__name__} {shown(cache)}.")
@@ -219,26 +215,6 @@ def check_cache(cache, config, xp, dtype, batch: int, length: int):
         if keys.dtype != dtype:
             raise CacheError(f"past_key_values holds {keys.dtype} keys but the model computes in {dtype}: it was "
                              f"filled by a model of another dtype. Use one cache per model.")
-    return cache
-
-
-def _from_legacy(pairs, config, xp, dtype):
-    """transformers' legacy cache, one ``(keys, values)`` pair [B, KV, S, hd] per layer, as a KVCache."""
-    from ..cache import KVCache
-
-    layers = config.num_hidden_layers
-    if len(pairs) != layers or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
-        raise CacheError(f"a legacy past_key_values must hold one (keys, values) pair per layer ({layers}), got "
-                         f"{type(pairs).__name__} of {len(pairs)} {shown(pairs)}.")
-    cache = KVCache(layers)
-    first = None
-    for layer, (keys, values) in enumerate(pairs):
-        shapes = (tuple(getattr(keys, "shape", ())), tuple(getattr(values, "shape", ())))
-        first = first or shapes[0]
-        if len(shapes[0]) != 4 or shapes[0] != shapes[1] or shapes[0] != first:
-            raise CacheError(f"legacy past_key_values layer {layer}: keys and values must both be [batch, kv_heads, "
-                             f"past, head_dim] and alike in every layer, got {shapes[0]} and {shapes[1]}.")
-        cache.update(to_device(keys, xp, dtype), to_device(values, xp, dtype), layer)
     return cache
 
 

@@ -14,13 +14,14 @@ import re
 
 import numpy as np
 
+from ..backend import DTYPES
 from ..errors import CheckpointError, MissingFileError
 from .files import read_json
 from .values import shown
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _SHOWN_NAMES = 6
-FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+FLOAT_DTYPES = tuple(DTYPES)  # the dtypes a model computes in
 
 
 def is_float_weight(array) -> bool:

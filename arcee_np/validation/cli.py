@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ..errors import UsageError
-from .files import writable_file_problem
+from .files import is_gguf, writable_file_problem
 
 
 # ---------------------------------------------------------------------------------------------- flag values
@@ -54,8 +54,6 @@ def check_model_folder(path: str, flag: str = "--model") -> str:
 
 def check_model_path(path: str, flag: str = "--model") -> str:
     """A model named on the command line (``~`` expanded): a checkpoint folder or a llama.cpp GGUF file."""
-    from ..io.gguf import is_gguf
-
     model = os.path.expanduser(path)
     if os.path.isfile(model):
         if not is_gguf(model):

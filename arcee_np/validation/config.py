@@ -12,11 +12,13 @@ transformers 4 reads only the top-level ``rope_theta`` and ``rope_scaling``. Spe
 
 from __future__ import annotations
 
+from ..blocks.activations import ACTIVATIONS
+from ..blocks.rope import ROPE_TYPES
 from ..errors import ConfigError
 from .values import is_integer, require_choice, require_flag, require_int, require_real, shown
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn")
-SUPPORTED_ACTIVATIONS = ("relu2", "relu", "silu", "gelu", "gelu_pytorch_tanh")
+SUPPORTED_ROPE_TYPES = tuple(ROPE_TYPES)  # the blocks' tables are the one list
+SUPPORTED_ACTIVATIONS = tuple(ACTIVATIONS)
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 YARN_KEYS = ("factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale",
              "mscale_all_dim", "truncate")

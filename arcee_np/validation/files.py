@@ -12,6 +12,17 @@ import os
 
 from ..errors import FileAccessError, InputTypeError, MissingFileError
 
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every llama.cpp GGUF file
+
+
+def is_gguf(path) -> bool:
+    """Whether ``path`` is a file that starts with the GGUF magic bytes."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(4) == GGUF_MAGIC
+
 
 def read_bytes(path: str, what: str) -> bytes:
     """The bytes of the file ``path`` (``what`` it is, for the message: "config.json", "a trace file" ...)."""

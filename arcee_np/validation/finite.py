@@ -1,17 +1,15 @@
-"""NaN and Inf are never silent: in the weights (checked at load) and in a forward pass's output.
+"""NaN and Inf are never silent in the weights (checked at load); a forward pass's output is checked by the
+model classes (pretrained.py ``check_finite_output``, which reruns the forward to name where they appeared).
 
 ``check_finite_weights`` looks at every floating-point tensor once: a sum, which is NaN or Inf exactly when
 a value is (or, rarely, when the sum itself overflows: then an exact test decides), so it costs one read of
-the weights and no temporary arrays. ``check_finite_output`` tests a model's output (the logits) and only
-when they hold NaN/Inf reruns the forward under ``trace.detect_nonfinite`` to name the first intermediate
-that did, so the normal path costs one reduction over the output.
+the weights and no temporary arrays.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..blocks.namespace import array_namespace
 from ..errors import NonFiniteError
 
 _SUM_DTYPE = {"float16": np.float32, "bfloat16": np.float32}  # sum narrow floats in float32: no overflow
@@ -37,24 +35,3 @@ def check_finite_weights(tensors: dict, file: str) -> None:
             f"{file}: tensor {name!r} holds {nans} NaN and {int(bad.sum()) - nans} Inf values (the first at index "
             f"{first}); the checkpoint is corrupt or was saved from a diverged run. Re-download or re-save it; "
             f"from_pretrained(..., check_finite=False) loads it anyway, to inspect it.", name=name)
-
-
-def check_finite_output(value, what: str, locate) -> None:
-    """Raise NonFiniteError when ``value`` (an xp array: the logits) holds NaN or Inf. ``locate()`` reruns the
-    forward that made it under ``detect_nonfinite`` and raises its NonFiniteError naming the first
-    intermediate that holds them; its message is kept and the caller's ``what`` put in front."""
-    xp = array_namespace(value)
-    if bool(xp.all(xp.isfinite(value))):
-        return
-    from ..trace import detect_nonfinite, tracing
-
-    if tracing():  # a trace records NaN/Inf as they come: that is what a debugging session wants to see
-        return
-    try:
-        with detect_nonfinite():
-            locate()
-    except NonFiniteError as err:
-        raise NonFiniteError(f"{what} hold NaN/Inf, first appearing as {err}", err.name, err.value, err.trace,
-                             err.previous) from None
-    raise NonFiniteError(f"{what} hold NaN/Inf but no named intermediate does: check the head's weights "
-                         f"(lm_head / score) for overflow in this dtype.", what)

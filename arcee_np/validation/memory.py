@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import resource
 
+from ..blocks.tiled_attention import SCORE_TILE_ELEMENTS
 from ..errors import InputError
+from ..model import MLP_CHUNK_ELEMENTS
 
 
 def available_bytes() -> int | None:
@@ -41,3 +43,18 @@ def check_allocation(nbytes: int, what: str, fix: str) -> None:
     if limit is not None and nbytes > limit:
         raise InputError(f"{what} needs {_gib(nbytes)} but this machine has {_gib(limit)} available: {fix}.")
 
+
+def working_bytes(config, batch: int, tokens: int, itemsize: int, past: int = 0, all_logits: bool = False) -> int:
+    """About how much memory one forward of ``batch`` x ``tokens`` needs besides the weights (tiled attention,
+    the MLP in chunks of model.MLP_CHUNK_ELEMENTS): the activations alive at once, one tile of attention
+    scores, the KV cache of ``past + tokens`` positions, and the logits (of the last position, or of all with
+    ``all_logits``). itemsize: bytes per number of the activation dtype (4 for float32)."""
+    hd, heads, kv_heads = config.head_dim, config.num_attention_heads, config.num_key_value_heads
+    rows = batch * tokens
+    chunk = min(rows, max(batch, MLP_CHUNK_ELEMENTS // config.intermediate_size))
+    activations = rows * (4 * config.hidden_size + 4 * heads * hd + 4 * kv_heads * hd) + 2 * chunk * \
+        config.intermediate_size
+    scores = 3 * min(SCORE_TILE_ELEMENTS, batch * heads * tokens * (past + tokens))
+    cache = 2 * config.num_hidden_layers * batch * (past + tokens) * kv_heads * hd
+    logits = batch * (tokens if all_logits else 1) * config.vocab_size
+    return itemsize * (activations + cache + logits) + 4 * scores
