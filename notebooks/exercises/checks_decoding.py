@@ -86,7 +86,8 @@ def check_beam_step(beam_step, hypothesis_score):
     hint = ("totals = running_scores[:, None] + log_probs (every beam x every token), flatten to [K * V], take the "
             "num_beams largest, best first; origin beam = index // V, token = index % V")
     for step in range(steps):
-        log_probs = beam_log_probs(sequences)
+        # the first step's beams all hold the prompt: one row of log-probabilities, K times
+        log_probs = beam_log_probs(sequences) if step else np.repeat(beam_log_probs(prompt[:1]), beams, axis=0)
         checked = (f"beam_step(log_probs, running_scores, {beams}) at step {step + 1} of a 3-beam search after "
                    f"{BEAM_PROMPT!r} (running_scores {np.round(running, 3).tolist()})")
         value = call(beam_step, "beam_step", checked, log_probs, running.copy(), beams)
@@ -96,15 +97,20 @@ def check_beam_step(beam_step, hypothesis_score):
         scores, origin, tokens = (array(v, "beam_step", checked, (beams,), "[num_beams]", hint) for v in value)
         want_scores, want_origin, want_tokens = (a[0] for a in expand_beams(log_probs[None], running[None], beams))
         if not (np.array_equal(origin, want_origin) and np.array_equal(tokens, want_tokens)):
-            looks = first_match(np.stack([origin, tokens]), {
+            unsummed = np.stack(expand_beams(log_probs[None], np.zeros_like(running)[None], beams)[1:])[:, 0]
+            per_beam = np.stack(_best_per_beam(log_probs, running))
+            mistakes = {
                 "you ranked the new tokens by their own log-probability; add each beam's running score first (the "
-                "beam's whole-sequence log-probability)": np.stack(expand_beams(log_probs[None], np.zeros_like(
-                    running)[None], beams)[1:])[:, 0],
-                "you kept each beam's best token; the best continuations may all come from one beam": np.stack(
-                    _best_per_beam(log_probs, running)),
+                "beam's whole-sequence log-probability)": unsummed,
+                "you kept each beam's best token; the best continuations may all come from one beam": per_beam,
                 "you swapped the beam and the token: flat index i over [K, V] is beam i // V, token i % V":
                     np.stack(_swapped(log_probs, running, beams)),
-            }, np.stack([want_origin, want_tokens]))
+            }
+            if np.array_equal(unsummed, per_beam):   # the first step: both mistakes pick one token for every beam
+                mistakes = {"you left out the running scores or kept each beam's best token: beams 1..K-1 start at "
+                            "-1e9 so that the first step extends beam 0 only, and the best continuations may all "
+                            "come from one beam": unsummed, **dict(list(mistakes.items())[2:])}
+            looks = first_match(np.stack([origin, tokens]), mistakes, np.stack([want_origin, want_tokens]))
             raise Failure(checked, f"step {step + 1}: you chose beams {origin.tolist()} tokens {tokens.tolist()} "
                                    f"({token_words(tokens)}); expected beams {want_origin.tolist()} tokens "
                                    f"{want_tokens.tolist()} ({token_words(want_tokens)})", looks, hint)
