@@ -25,7 +25,7 @@ import checks  # noqa: E402
 
 S = {name: importlib.import_module(f"solutions.{name}") for name in checks.NOTEBOOKS}
 s1, s2, s3, s4, s5, s6 = (S[n] for n in checks.NOTEBOOKS[:6])
-s7, s8, s9, s10, s11, s12, s13, s14 = (S[n] for n in checks.NOTEBOOKS[6:])
+s7, s8, s9, s10, s11, s12, s13, s14, s15 = (S[n] for n in checks.NOTEBOOKS[6:])
 
 
 @dataclass
@@ -1022,6 +1022,80 @@ WRONG.update({
     "ntk dividing theta": Wrong("ntk_theta", [lambda hd, theta, f: theta / f ** (hd / (hd - 2))], "inv_freq with base",
                                 "divided theta"),
     "ntk exponent hd / 2": Wrong("ntk_theta", [lambda hd, theta, f: theta * f ** (hd / 2)], "inv_freq with base"),
+})
+
+
+
+# ---------------------------------------------------------------------------------------------- 31-33
+def min_p_absolute(scores, min_p):
+    return np.where(s15.softmax(scores.astype(np.float64)) < min_p, -np.inf, scores)
+
+
+def min_p_non_strict(scores, min_p):
+    probs = s15.softmax(scores.astype(np.float64))
+    return np.where(probs <= min_p * probs.max(axis=-1, keepdims=True), -np.inf, scores)
+
+
+def beam_not_accumulated(log_probs, running_scores, num_beams):
+    _, origin, tokens = s15.beam_step(log_probs, np.zeros_like(running_scores), num_beams)
+    return running_scores[origin] + log_probs[origin, tokens], origin, tokens
+
+
+def beam_best_per_beam(log_probs, running_scores, num_beams):
+    tokens = np.argmax(log_probs, axis=-1)
+    totals = running_scores + log_probs[np.arange(len(tokens)), tokens]
+    order = np.argsort(-totals, kind="stable")[:num_beams]
+    return totals[order], order, tokens[order]
+
+
+def beam_swapped(log_probs, running_scores, num_beams):
+    scores, origin, tokens = s15.beam_step(log_probs, running_scores, num_beams)
+    flat = origin * log_probs.shape[-1] + tokens
+    return scores, flat % log_probs.shape[-1], flat // log_probs.shape[-1]
+
+
+def accept_when_p_above_q(candidates, p, q, u):
+    rows = np.arange(len(candidates))
+    always_or_never = np.where(p[rows, candidates] >= q[rows, candidates], 0.0, 0.999999)
+    return s15.speculative_accept(candidates, p, q, np.append(always_or_never, u[-1]))
+
+
+def resample_from_p(candidates, p, q, u):
+    tokens, n = s15.speculative_accept(candidates, p, q, u)
+    if n < len(candidates):
+        tokens[-1] = s15.draw(p[n], u[-1])
+    return tokens, n
+
+
+def keep_testing(candidates, p, q, u):
+    k = len(candidates)
+    accepted = u[:k] <= p[np.arange(k), candidates] / q[np.arange(k), candidates]
+    tokens, _ = s15.speculative_accept(candidates, p, q, u)
+    return np.append(candidates[accepted], tokens[-1]), int(accepted.sum())
+
+
+WRONG.update({
+    "min_p absolute": Wrong("min_p", [min_p_absolute], "row", "you compared with min_p itself"),
+    "min_p with <=": Wrong("min_p", [min_p_non_strict], "min_p_filter(scores, 1.0)", "the best token always stays"),
+    "min_p filling with 0": Wrong("min_p", [lambda s, m: np.where(np.isinf(s15.min_p_filter(s, m)), 0.0, s)],
+                                  "removed tokens hold 0; they must be -inf"),
+    "min_p returning probabilities": Wrong("min_p", [lambda s, m: np.where(np.isinf(s15.min_p_filter(s, m)), -np.inf,
+                                                                           s15.softmax(s))], "the kept scores changed"),
+    "beam scores not accumulated": Wrong("beam_step", replace("beam_step", beam_step=beam_not_accumulated), "step 1",
+                                         "you left out the running scores"),
+    "beam: each beam's best token": Wrong("beam_step", replace("beam_step", beam_step=beam_best_per_beam), "step 1",
+                                          "kept each beam's best token"),
+    "beam and token swapped": Wrong("beam_step", replace("beam_step", beam_step=beam_swapped), "step",
+                                    "beam i // V, token i % V"),
+    "length penalty over the whole length": Wrong("beam_step", replace(
+        "beam_step", hypothesis_score=lambda s, n, lp: s / (n + 4) ** lp), "length_penalty=1.0", "prompt included"),
+    "length penalty without its exponent": Wrong("beam_step", replace(
+        "beam_step", hypothesis_score=lambda s, n, lp: s / n), "length_penalty=2.0", "without its exponent"),
+    "accept when p > q": Wrong("speculative_accept", [accept_when_p_above_q], "you accepted 0 draft tokens; expected 2",
+                               "accept with probability min(1, p/q)"),
+    "resample from p": Wrong("speculative_accept", [resample_from_p], "drawn with u[k]", "you resampled from p"),
+    "keep testing after a rejection": Wrong("speculative_accept", [keep_testing],
+                                            "you accepted 3 draft tokens; expected 2", "stop there"),
 })
 
 

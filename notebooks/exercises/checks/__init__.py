@@ -36,6 +36,7 @@ from .ex11_q8_0 import check_dequantize_q8_0, check_quantize_q8_0, probe_blocks
 from .ex12_bpe import check_bpe, ranks, shipped_bpe, words
 from .ex13_inference_cost import cache_bytes_measured, check_forward_flops, check_kv_cache_bytes, measured_flops
 from .ex14_long_context import check_linear_inv_freq, check_ntk_theta
+from .ex15_decoding import check_beam_step, check_min_p, check_speculative_accept
 from .registry import EXERCISES, NOTEBOOKS, REFERENCE, run_exercise, your_code, yours_or_reference
 from .shipped import (
                             PADDED,
@@ -55,6 +56,7 @@ from .shipped import (
 __all__ = [
     "AFM", "cache_bytes_measured", "check_attention_backward", "check_bpe", "check_close", "check_count_parameters",
     "check_dequantize_q8_0", "check_first_divergence", "check_first_layer_queries", "check_forward_flops",
+    "check_beam_step", "check_min_p", "check_speculative_accept",
     "check_kv_cache_bytes", "check_linear_inv_freq", "check_mlp_backward", "check_ntk_theta", "check_online_attention",
     "check_optimizer", "check_quantize_q8_0", "check_rms_norm_backward", "check_train_step", "eager",
     "gradient_trace", "measured_flops", "model64", "probe_blocks", "ranks", "shipped_bpe", "weight_gradients", "words",

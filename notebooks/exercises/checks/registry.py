@@ -26,11 +26,12 @@ from . import (
     ex12_bpe,
     ex13_inference_cost,
     ex14_long_context,
+    ex15_decoding,
 )
 
 CORE = (ex1_embeddings_rmsnorm, ex2_rope_yarn, ex3_attention, ex4_mlp_layer, ex5_sampling_loss, ex6_your_arcee)
-MORE = (ex7_tour, ex8_golden_testing, ex9_online_softmax, ex10_backward, ex11_q8_0, ex12_bpe,
-        ex13_inference_cost, ex14_long_context)  # one per concept notebook of the second half, each on its own
+MORE = (ex7_tour, ex8_golden_testing, ex9_online_softmax, ex10_backward, ex11_q8_0, ex12_bpe,  # one per concept
+        ex13_inference_cost, ex14_long_context, ex15_decoding)        # notebook of the second half, each on its own
 EXERCISES = {name: exercise for module in CORE + MORE for name, exercise in module.EXERCISES.items()}
 REFERENCE = {name: code for module in CORE + MORE for name, code in module.REFERENCE.items()}
 NOTEBOOKS = list(dict.fromkeys(e.notebook for e in EXERCISES.values()))

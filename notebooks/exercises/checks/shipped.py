@@ -63,8 +63,9 @@ def describe_ids(ids) -> str:
     return f"{ids.shape[1]} tokens of {TEXT!r} on the shipped model"
 
 
-def softmax(s, axis=-1):
-    s = np.asarray(s, dtype=np.float32)
+def softmax(s, axis=-1, dtype=np.float32):
+    """exp(s - max s) / sum(exp(s - max s)) along ``axis``, computed in ``dtype``."""
+    s = np.asarray(s, dtype=dtype)
     e = np.exp(s - s.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
