@@ -32,8 +32,9 @@ class BaseModelOutputWithPast(ModelOutput):
 
 
 @dataclass
-class CausalLMOutputWithPast(ModelOutput):
-    """ArceeForCausalLM: ``loss`` 0-d (when labels are given); ``logits`` [B, T', V]; the rest as above."""
+class _LogitsOutputWithPast(ModelOutput):
+    """The fields a head with logits and a KV cache returns (the two classes below differ only in the logits'
+    shape): ``loss``, ``logits``, ``past_key_values``, ``hidden_states``, ``attentions``."""
 
     loss: object = None
     logits: object = None
@@ -43,15 +44,14 @@ class CausalLMOutputWithPast(ModelOutput):
 
 
 @dataclass
-class SequenceClassifierOutputWithPast(ModelOutput):
+class CausalLMOutputWithPast(_LogitsOutputWithPast):
+    """ArceeForCausalLM: ``loss`` 0-d (when labels are given); ``logits`` [B, T', V]; the rest as above."""
+
+
+@dataclass
+class SequenceClassifierOutputWithPast(_LogitsOutputWithPast):
     """ArceeForSequenceClassification: ``loss`` 0-d (when labels are given); ``logits`` [B, num_labels] (pooled
     at each row's last non-pad token); ``past_key_values`` KVCache; ``hidden_states``, ``attentions`` as above."""
-
-    loss: object = None
-    logits: object = None
-    past_key_values: object = None
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
 
 
 @dataclass

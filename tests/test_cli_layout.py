@@ -34,7 +34,7 @@ def test_no_library_module_holds_argparse_or_imports_the_cli():
 
 def test_model_dtype_and_device_flags_are_one_declaration():
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"generate", "info", "trace", "compare", "finetune", "gguf-check"}
+    assert set(commands) == {"generate", "info", "trace", "compare", "finetune", "gguf-check", "attribute"}
     for name, parser in commands.items():
         flags = {action.dest: action for action in parser._actions}
         if "dtype" in flags:

@@ -57,9 +57,9 @@ def _label_positions(axis, tokens, count, which="x"):
     ticks = list(range(0, count, step))
     labels = [repr(tokens[i])[1:-1] if i < len(tokens) else str(i) for i in ticks]
     if which == "x":
-        axis.set_xticks(ticks, labels, rotation=90, fontsize=7)
+        axis.set_xticks(ticks, labels, rotation=90, fontsize=8)
     else:
-        axis.set_yticks(ticks, labels, fontsize=7)
+        axis.set_yticks(ticks, labels, fontsize=8)
 
 
 @styled
@@ -82,7 +82,7 @@ def error_per_layer(report):
     ax.set_xlabel("layer")
     ax.set_ylabel("max relative error (max |Δ| / max |ref|)")
     ax.set_title("Error of each stage, layer by layer (zeros drawn at 1e-17)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
@@ -184,13 +184,13 @@ def attribution_chart(attribution) -> object:
     y = np.arange(len(sites))
     ax.barh(y - 0.2, [100 * s.share for s in sites], height=0.4, label="logit error removed")
     ax.barh(y + 0.2, [100 * s.kl_share for s in sites], height=0.4, label="KL divergence removed")
-    ax.set_yticks(y, [s.name for s in sites], fontsize=7)
+    ax.set_yticks(y, [s.name for s in sites], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(100 * attribution.threshold, color="red", linestyle="--", linewidth=1,
                label=f"cause threshold ({attribution.threshold:.0%})")
     ax.set_xlabel("share of the final error removed by patching the site (%)")
     ax.set_title("Activation patching: the reference's value put into the candidate, site by site")
-    fig.legend(fontsize=7, loc="outside lower center", ncol=3)
+    fig.legend(fontsize=8, loc="outside lower center", ncol=3)
     return fig
 
 
@@ -204,7 +204,7 @@ def logit_lens_figure(reference_lens, candidate_lens=None, tokens=None) -> objec
     for ax, (lens, side) in zip(axes[0], lenses, strict=True):
         probs = lens.probability_of(final)[:, 0, :]  # [stages, T]
         image = ax.imshow(probs, aspect="auto", interpolation="nearest", vmin=0, vmax=1)
-        ax.set_yticks(range(len(lens.names)), lens.names, fontsize=7)
+        ax.set_yticks(range(len(lens.names)), lens.names, fontsize=8)
         ax.set_xlabel("position (token read)")
         ax.set_title(f"logit lens, {side}" if candidate_lens is not None else "logit lens")
         ax.grid(False)

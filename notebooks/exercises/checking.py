@@ -55,6 +55,15 @@ class Failure(Exception):
             self.lines.append(f"hint: {hint}")
 
 
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the notebook whose cells define it, the names it asks for, and its check."""
+
+    notebook: str
+    names: tuple
+    check: object
+
+
 def check(exercise: str):
     """Turn a check body into a check: the body returns its success lines or raises Failure."""
     def decorate(body):
@@ -106,6 +115,9 @@ def _hint_for_exception(err: BaseException) -> str | None:
     if "could not be broadcast" in text:
         return ("two arrays do not line up: print their .shape; an axis of size 1 (x[:, None]) makes one "
                 "broadcast over the other.")
+    if "concatenation axis" in text:
+        return ("np.concatenate joins along `axis` and needs every other axis equal: print both shapes. A KV cache "
+                "joins the positions, axis 2 of [B, KV, T, hd]: np.concatenate([past, new], axis=2).")
     if isinstance(err, (IndexError, KeyError)):
         return "print the shapes (and the keys) of what you index."
     return None
@@ -122,7 +134,8 @@ def array(value, name: str, checked: str, shape: tuple | None = None, axes: str 
     try:
         out = np.asarray(value)
     except Exception as err:  # noqa: BLE001
-        raise Failure(checked, f"`{name}` returned something that is not an array ({type(err).__name__}: {err}).")
+        raise Failure(checked, f"`{name}` returned something that is not an array ({type(err).__name__}: "
+                               f"{err}).") from None
     if not np.issubdtype(out.dtype, np.number) and out.dtype != np.bool_:
         raise Failure(checked, f"`{name}` returned an array of {out.dtype}, not numbers.")
     if shape is not None and out.shape != tuple(shape):
