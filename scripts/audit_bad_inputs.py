@@ -652,7 +652,7 @@ def generate_cases(work: Path):
         "streamer-without-put": ("model.generate(ids, max_new_tokens=2, streamer=object())", ["streamer"]),
         "prompt-past-max-positions": ("model.generate(np.zeros((1, 600), np.int64), max_new_tokens=2)",
                                       ["max_position_embeddings"]),
-        "unknown-keyword": ("model.generate(ids, max_new_tokens=2, num_beams=4)", ["num_beams"]),
+        "unknown-keyword": ("model.generate(ids, max_new_tokens=2, num_beamz=4)", ["num_beamz"]),
         "generation_config-set-badly": ("model.generation_config = {'temperature': 'hot'}\n"
                                         "model.generate(ids, max_new_tokens=2)", ["temperature"]),
     }

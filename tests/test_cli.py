@@ -72,6 +72,19 @@ def test_info_text_and_json(tiny, capsys):
     assert info["generation_config"]["top_k"] == 40 and info["tokenizer"]["eos_token"] == "<|end_of_text|>"
 
 
+@pytest.mark.parametrize("broken, needle", [({"tokenizer.json": "{"}, "tokenizer.json is not valid JSON"),
+                                            ({"tokenizer_config.json": "[]"}, "tokenizer_config.json must hold")])
+def test_info_refuses_broken_tokenizer_files(tiny, tmp_path, capsys, broken, needle):
+    """A checkpoint's broken tokenizer file is refused (exit 1, named), as its other files are; only a GGUF
+    file's own tokenizer of a type arcee_np cannot rebuild is reported as a problem line."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny, folder)
+    for name, text in broken.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    code, out, err = run(capsys, "info", "--model", str(folder))
+    assert code == 1 and needle in err and "tokenizer:" not in out
+
+
 @pytest.mark.parametrize("argv, code, needle", [
     (["generate", "x", "--model", "/no/such/folder"], 2, "'/no/such/folder' does not exist"),
     (["generate", "x", "--temperature", "0"], 2, "'0' is not a number > 0"),

@@ -63,10 +63,14 @@ def describe(path: str) -> dict:
         "checkpoint_bytes": sum(os.path.getsize(f) for f in files),
         "generation_config": {} if is_gguf(path) else read_generation_config(path),
     }
-    if is_gguf(path) or os.path.isfile(os.path.join(path, "tokenizer.json")):
+    tokenizer_file = os.path.join(os.path.dirname(path) if is_gguf(path) else path, "tokenizer.json")
+    if is_gguf(path) or os.path.isfile(tokenizer_file):
         try:
             tok = model_tokenizer(path, "arcee-np info")
-        except TokenizerError as err:  # a tokenizer in a GGUF file that arcee_np cannot rebuild: said, not fatal
+        except TokenizerError as err:
+            if os.path.isfile(tokenizer_file):  # broken tokenizer files are refused, as the other files are
+                raise
+            # the tokenizer stored in a GGUF file, of a type arcee_np cannot rebuild: said, not fatal
             info["tokenizer"] = {"source": None, "problem": " ".join(str(err).split())}
         else:  # source: the tokenizer.json read, or the GGUF file's own tokenizer
             info["tokenizer"] = {"source": tok.source, "vocab_size": len(tok), **tok.special_tokens_map,
