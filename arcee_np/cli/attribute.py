@@ -13,18 +13,18 @@ from .arguments import EXIT_OK, add_dtype_argument, add_input_arguments, input_i
 from .checks import check_model_path, check_output_file, number_type
 
 share = number_type(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+DESCRIPTION = """Run CANDIDATE (a checkpoint folder or a .gguf file) and the reference on the same tokens, then
+rerun the candidate with the reference's value patched in at each site (embed; each layer's attn.out,
+attn_residual, mlp.out and out; final_norm; logits) and print the share of the final logit error (and of the
+KL divergence) each patch removes, and the cause: the earliest site that removes at least --threshold of it,
+with the step inside its block. Exits 0 when it ran, 2 when it cannot run as asked, 1 on a failure. Docs:
+docs/debugging.md."""
 
 
 def add_command(commands) -> None:
     """Add ``attribute`` to an argparse subparsers object."""
     p = commands.add_parser("attribute", help="name the block that causes a candidate's error (activation patching)",
-                            description="Run CANDIDATE (a checkpoint folder or a .gguf file) and the reference on "
-                            "the same tokens, then rerun the candidate with the reference's value patched in at "
-                            "each site (embed; each layer's attn.out, attn_residual, mlp.out and out; final_norm; "
-                            "logits) and print the share of the final logit error (and of the KL divergence) each "
-                            "patch removes, and the cause: the earliest site that removes at least --threshold of "
-                            "it, with the step inside its block. Exits 0 when it ran, 2 when it cannot run as "
-                            "asked, 1 on a failure. Docs: docs/debugging.md.")
+                            description=DESCRIPTION)
     p.add_argument("candidate", metavar="CANDIDATE", help="the checkpoint folder or .gguf file to attribute")
     p.add_argument("--reference", required=True, metavar="REF", help="the reference checkpoint folder (or .gguf)")
     add_input_arguments(p)
