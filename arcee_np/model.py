@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from array_api_compat import is_numpy_namespace
 
-from .blocks import (StepMask, apply_rope, eager_attention, embed, linear, mlp, rms_norm, rope_tables, step_mask,
-                     step_positions, tiled_attention)
+from .blocks import (StepMask, apply_rope, eager_attention, embed, linear, linear_stacked, mlp, rms_norm, rope_tables,
+                     step_mask, step_positions, tiled_attention)
 from .blocks.namespace import array_namespace
 from .blocks.tiled_attention import fits_one_tile
 from .blocks.tiled_attention_numpy import tiled_attention_numpy
@@ -155,13 +155,15 @@ def self_attention(x, params, layer, config, cos, sin, mask, cache=None, attn_im
     batch, length, _ = x.shape
     hd = config.head_dim
 
-    def heads(proj, count):  # [B, T, count*hd] -> [B, count, T, hd]
-        y = linear(x, params[p + proj + ".weight"], params.get(p + proj + ".bias"))
+    def heads(y, count):  # [B, T, count*hd] -> [B, count, T, hd]
         return xp.permute_dims(xp.reshape(y, (batch, length, count, hd)), (0, 2, 1, 3))
 
-    q = note("attn.q", heads("q_proj", config.num_attention_heads))
-    k = note("attn.k", heads("k_proj", config.num_key_value_heads))
-    v = note("attn.v", heads("v_proj", config.num_key_value_heads))
+    projections = [p + name for name in ("q_proj", "k_proj", "v_proj")]  # one product when stacked at load
+    q, k, v = linear_stacked(x, [params[name + ".weight"] for name in projections],
+                             [params.get(name + ".bias") for name in projections])
+    q = note("attn.q", heads(q, config.num_attention_heads))
+    k = note("attn.k", heads(k, config.num_key_value_heads))
+    v = note("attn.v", heads(v, config.num_key_value_heads))
     q = note("attn.q_rope", apply_rope(q, cos, sin))
     k = note("attn.k_rope", apply_rope(k, cos, sin))
     if cache is not None:

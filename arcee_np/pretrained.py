@@ -14,6 +14,7 @@ import numpy as np
 
 from .backend import device_of, namespace_for_device, resolve_dtype, to_numpy
 from .blocks.namespace import array_namespace
+from .blocks.stacked import stack_rows
 from .blocks.stored import is_stored
 from .config import CONFIG_NAME, ArceeConfig
 from .errors import CheckpointError, InputError, NonFiniteError
@@ -52,6 +53,7 @@ class ArceePreTrainedModel:
                                self._dtype, widen)
         self.params = {k[len(self.prefix):]: placed[k] for k in (self.prefix + n for n in backbone_params)}
         self.head_params = {k: placed[k] for k in head_params}
+        stack_attention_projections(self.params, config)
 
     # ------------------------------------------------------------------ the head's description
     @classmethod
@@ -209,6 +211,34 @@ class ArceePreTrainedModel:
         return (f"{type(self).__name__}(layers={c.num_hidden_layers}, hidden={c.hidden_size}, "
                 f"heads={c.num_attention_heads}/{c.num_key_value_heads}, vocab={c.vocab_size}, "
                 f"params={self.num_parameters():,}, dtype={self.dtype}, device={self.device})")
+
+
+# A file-backed model's q, k and v weights are copied into stacks only when all the copies together take at
+# most this much of the process's own memory (the 125M model: 47 MB; AFM-4.5B in float32: 1.3 GB, left as is).
+STACK_COPY_BYTES = 256 * 1024**2
+
+
+def stack_attention_projections(params: dict, config) -> None:
+    """Put each layer's q, k and v projection weights in ``params`` as the row views of one stacked array
+    (blocks/stacked.py), so that self_attention computes the three products as one; in place.
+
+    Only where the three are plain NumPy arrays of one dtype and the layer has no attention biases (a stored
+    weight is multiplied one widened tile at a time; CuPy and array_api_strict keep three arrays). Weights
+    already in the process's memory (widened or rounded at load) are replaced by the stack; weights read in
+    place from the file are copied, which a big model is spared (STACK_COPY_BYTES).
+    """
+    groups = []
+    for layer in range(config.num_hidden_layers):
+        names = [f"layers.{layer}.self_attn.{part}_proj.weight" for part in "qkv"]
+        weights = [params[name] for name in names]
+        if all(type(w) is np.ndarray and w.dtype == weights[0].dtype for w in weights) and \
+                not any(name[:-len("weight")] + "bias" in params for name in names):
+            groups.append(names)
+    mapped = sum(params[name].nbytes for names in groups for name in names if not params[name].flags.owndata)
+    for names in groups:
+        if mapped <= STACK_COPY_BYTES or all(params[name].flags.owndata for name in names):
+            for name, view in zip(names, stack_rows([params[name] for name in names]), strict=True):
+                params[name] = view
 
 
 def checkpoint_path(path) -> str:

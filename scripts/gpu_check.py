@@ -161,6 +161,7 @@ def build_models(device: Device, shape: dict, dtype: str, seed: int):
     import transformers
 
     import arcee_np
+    from arcee_np.blocks.stacked import row_stack_of
 
     config = arcee_np.ArceeConfig(**shape)
     tconfig = transformers.ArceeConfig.from_dict(config.to_dict())  # the v4 spelling every release reads
@@ -177,14 +178,20 @@ def build_models(device: Device, shape: dict, dtype: str, seed: int):
     backbone = {name[len("model."):]: device.to_arcee(t) for name, t in state.items() if name.startswith("model.")}
     head = {name: device.to_arcee(t) for name, t in state.items() if not name.startswith("model.")}
     model = arcee_np.ArceeForCausalLM(config, backbone, head, dtype=dtype, device=device.arcee_device)
-    shared = all(device.shares_memory(model.params[name[len("model."):]], t)
-                 for name, t in state.items() if name.startswith("model.")) and \
+    # On NumPy (the CPU smoke run) a small model's q, k and v weights are copied into one stack a layer
+    # (arcee_np/blocks/stacked.py); every other weight, and every weight on CuPy, is transformers' own buffer.
+    stacked = {name for layer in range(config.num_hidden_layers)
+               for names in [[f"layers.{layer}.self_attn.{part}_proj.weight" for part in "qkv"]]
+               if row_stack_of([model.params[n] for n in names]) is not None for name in names}
+    shared = all(device.shares_memory(model.params[name[len("model."):]], t) for name, t in state.items()
+                 if name.startswith("model.") and name[len("model."):] not in stacked) and \
         all(device.shares_memory(model.head_params[name], t) for name, t in state.items()
             if not name.startswith("model."))
     weight_bytes = sum(p.numel() * p.element_size() for p in tmodel.parameters())
     parameters = sum(p.numel() for p in tmodel.parameters())
     del backbone, head, state
-    return tmodel, model, config, {"parameters": parameters, "weight_bytes": weight_bytes, "weights_shared": shared}
+    return tmodel, model, config, {"parameters": parameters, "weight_bytes": weight_bytes, "weights_shared": shared,
+                                   "stacked_copies": len(stacked)}
 
 
 # ---------------------------------------------------------------------------------------------- the runners

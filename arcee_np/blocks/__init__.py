@@ -11,7 +11,7 @@ from .attention import (attention, attention_backward, attention_output, attenti
 from .embedding import embed, embed_backward
 from .heads import (keep_positions, keep_positions_backward, last_non_pad_index, lm_head, lm_head_backward,
                     pool_positions, pool_positions_backward, split_start_end, split_start_end_backward)
-from .linear import linear, linear_backward
+from .linear import linear, linear_backward, linear_stacked
 from .losses import (IGNORE_INDEX, bce_with_logits, bce_with_logits_backward, causal_lm_loss, causal_lm_loss_backward,
                      cross_entropy, cross_entropy_backward, log_softmax, mse_loss, mse_loss_backward,
                      question_answering_loss, question_answering_loss_backward, sequence_classification_loss,
@@ -24,5 +24,6 @@ from .rms_norm import rms_norm, rms_norm_backward
 from .rope import (ROPE_TYPES, apply_rope, apply_rope_backward, default_inv_freq, linear_inv_freq, rope_cos_sin,
                    rope_frequencies, rope_tables, rotate_half, step_positions, yarn_attention_factor,
                    yarn_correction_range, yarn_inv_freq, yarn_mscale)
+from .stacked import row_stack_of, stack_rows
 from .stored import StoredMatrix, is_stored
 from .tiled_attention import tile_sizes, tiled_attention

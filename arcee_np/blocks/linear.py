@@ -4,6 +4,7 @@ import warnings
 
 from .namespace import array_namespace
 from .precision import as_dtype, product_dtype, times_transposed
+from .stacked import row_stack_of
 from .stored import is_stored
 
 
@@ -25,6 +26,25 @@ def linear(x, weight, bias=None):
     if bias is not None:
         y = y + as_dtype(bias, work)
     return xp.reshape(as_dtype(y, x.dtype), (*x.shape[:-1], weight.shape[0]))
+
+
+def linear_stacked(x, weights, biases) -> list:
+    """``[linear(x, w, b) for w, b in zip(weights, biases, strict=True)]``: the same products of one input with several
+    weights, as one product when the weights are the consecutive rows of one array (blocks/stacked.py) and
+    none has a bias, else one by one.
+
+    x: [..., in]; weights: [out_i, in] each; biases: [out_i] or None each. Returns a list of [..., out_i]
+    (with a stack, views of the one product's [..., sum out_i]).
+    """
+    stack = row_stack_of(weights) if all(bias is None for bias in biases) else None
+    if stack is None:
+        return [linear(x, weight, bias) for weight, bias in zip(weights, biases, strict=True)]
+    y = linear(x, stack)  # [..., sum out_i]
+    parts, start = [], 0
+    for weight in weights:
+        parts.append(y[..., start:start + weight.shape[0]])
+        start += weight.shape[0]
+    return parts
 
 
 def linear_backward(grad, x, weight, has_bias=False):
