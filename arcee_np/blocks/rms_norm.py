@@ -15,7 +15,7 @@ def rms_norm(x, weight, eps):
     """
     xp = array_namespace(x, weight)
     work = as_dtype(x, reduction_dtype(xp, x.dtype))
-    variance = xp.mean(work * work, axis=-1, keepdims=True)  # [..., 1]
+    variance = xp.sum(work * work, axis=-1, keepdims=True) / x.shape[-1]  # [..., 1]: the mean square
     normed = work * (1.0 / xp.sqrt(variance + eps))
     return weight * as_dtype(normed, x.dtype)
 
