@@ -18,7 +18,7 @@ from .outputs import QuestionAnsweringModelOutput, SequenceClassifierOutputWithP
 from .shipped import default_model_path
 from .trace import detect_nonfinite, trace
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 moved.install()  # the old import paths (arcee_np.compare ...) keep working for a release, with a warning
 

@@ -20,6 +20,7 @@ from .config import CONFIG_NAME, ArceeConfig
 from .errors import CheckpointError, InputError, NonFiniteError
 from .io.checkpoint import backbone_shapes, parameter_count, read_checkpoint, split_checkpoint, write_checkpoint
 from .io.gguf import is_gguf, read_gguf
+from .io.safetensors import release_mapped_pages
 from .io.weights import host_dtype, place_weights, widen_whole
 from .model import ATTENTION_CHOICES, backbone
 from .trace import detect_nonfinite, tracing
@@ -225,7 +226,8 @@ def stack_attention_projections(params: dict, config) -> None:
     Only where the three are plain NumPy arrays of one dtype and the layer has no attention biases (a stored
     weight is multiplied one widened tile at a time; CuPy and array_api_strict keep three arrays). Weights
     already in the process's memory (widened or rounded at load) are replaced by the stack; weights read in
-    place from the file are copied, which a big model is spared (STACK_COPY_BYTES).
+    place from the file are copied, which a big model is spared (STACK_COPY_BYTES), and their file pages are
+    released (io/safetensors.py release_mapped_pages), so the process holds the copy instead of them.
     """
     groups = []
     for layer in range(config.num_hidden_layers):
@@ -236,9 +238,14 @@ def stack_attention_projections(params: dict, config) -> None:
             groups.append(names)
     mapped = sum(params[name].nbytes for names in groups for name in names if not params[name].flags.owndata)
     for names in groups:
-        if mapped <= STACK_COPY_BYTES or all(params[name].flags.owndata for name in names):
-            for name, view in zip(names, stack_rows([params[name] for name in names]), strict=True):
+        weights = [params[name] for name in names]
+        if mapped <= STACK_COPY_BYTES or all(w.flags.owndata for w in weights):
+            read_only = not all(w.flags.writeable for w in weights)  # a file's pages: the copies stay read-only
+            for name, view in zip(names, stack_rows(weights), strict=True):
+                view.flags.writeable = not read_only
                 params[name] = view
+            for weight in weights:
+                release_mapped_pages(weight)  # the file's pages of the copied weights leave the process's memory
 
 
 def checkpoint_path(path) -> str:

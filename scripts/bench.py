@@ -169,12 +169,21 @@ class LlamaCppSide:
 
 
 def gemv_chain_step_seconds(path, repeats=20):
-    """One decode step's matrix-vector products over the checkpoint's matrices, back to back (median)."""
+    """One decode step's matrix-vector products over the checkpoint's matrices, back to back (median): each
+    layer's q, k and v stacked into one matrix as arcee_np multiplies them (arcee_np/blocks/stacked.py), the
+    o, up and down matrices, the LM head."""
     import numpy as np
 
     from arcee_np.io.checkpoint import read_checkpoint
 
-    matrices = [w for name, w in read_checkpoint(path).items() if w.ndim == 2 and "embed_tokens" not in name]
+    tensors = read_checkpoint(path)
+    matrices = []
+    for layer in range(SHAPE_125M["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        matrices.append(np.concatenate([tensors[f"{prefix}self_attn.{part}_proj.weight"] for part in "qkv"]))
+        matrices += [tensors[prefix + name] for name in ("self_attn.o_proj.weight", "mlp.up_proj.weight",
+                                                         "mlp.down_proj.weight")]
+    matrices.append(tensors["lm_head.weight"])
     x = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
     times = []
     for _ in range(repeats):

@@ -45,9 +45,9 @@ trace_module = importlib.import_module("arcee_np.trace")  # the module (the pack
 # The trace names a layer records, in order, and what the interval ending at each one holds.
 PART_OF_STAGE = {
     "input_norm": "input norm",
-    "attn.q": "q product",
-    "attn.k": "k product",
-    "attn.v": "v product",
+    "attn.q": "q, k, v product",  # one product of the stacked weights (blocks/stacked.py); k and v its parts
+    "attn.k": "q, k, v product",
+    "attn.v": "q, k, v product",
     "attn.q_rope": "RoPE q",
     "attn.k_rope": "RoPE k",
     "cache_write": "cache write",
@@ -62,7 +62,7 @@ PART_OF_STAGE = {
     "mlp.out": "down product",
     "out": "residual",
 }
-PARTS = ("input norm", "q product", "k product", "v product", "RoPE q", "RoPE k", "cache write", "attention",
+PARTS = ("input norm", "q, k, v product", "RoPE q", "RoPE k", "cache write", "attention",
          "o product", "residual", "post norm", "up product", "activation", "down product")
 
 
@@ -164,7 +164,8 @@ def measure_roofs(params, rows, config, lm_head):
     x = rng.standard_normal((max(rows, 256), up.shape[1]), dtype=np.float32)
     gemm = 2 * x.shape[0] * up.shape[0] * up.shape[1] / min(best_seconds(lambda: x @ up.T),
                                                             best_seconds(lambda: up @ x.T))  # either operand first
-    matrices = [np.asarray(w) for name, w in params.items() if name.startswith("layers.") and np.ndim(w) == 2]
+    matrices = [w for layer in range(config.num_hidden_layers)
+                for w in step_matrices(params, f"layers.{layer}.").values()]
     matrices.append(np.asarray(lm_head))
     vectors = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
     chain = best_seconds(lambda: [vectors[w.shape[1]] @ w.T for w in matrices], 9)
@@ -181,14 +182,21 @@ def measure_roofs(params, rows, config, lm_head):
     return Roofs(gemm, gemv, chain, passes, exp)
 
 
+def step_matrices(params, prefix):
+    """The matrices of the products a layer (``prefix`` ``layers.{i}.``) makes: part -> [out, in] (q, k and v
+    as one stacked matrix, as the model multiplies them, blocks/stacked.py)."""
+    attention = [np.asarray(params[f"{prefix}self_attn.{part}_proj.weight"]) for part in "qkv"]
+    return {"q, k, v product": np.concatenate(attention),
+            "o product": np.asarray(params[f"{prefix}self_attn.o_proj.weight"]),
+            "up product": np.asarray(params[f"{prefix}mlp.up_proj.weight"]),
+            "down product": np.asarray(params[f"{prefix}mlp.down_proj.weight"])}
+
+
 def bare_product_seconds(params, rows):
     """Each product of a layer, ``x @ w.T`` on its shape with nothing around it: name -> seconds."""
     rng = np.random.default_rng(1)
-    names = {"q product": "self_attn.q_proj", "k product": "self_attn.k_proj", "v product": "self_attn.v_proj",
-             "o product": "self_attn.o_proj", "up product": "mlp.up_proj", "down product": "mlp.down_proj"}
     out = {}
-    for part, name in names.items():
-        w = np.asarray(params[f"layers.0.{name}.weight"])
+    for part, w in step_matrices(params, "layers.0.").items():
         x = rng.standard_normal((rows, w.shape[1]), dtype=np.float32)
         out[part] = best_seconds(lambda x=x, w=w: x @ w.T)
     return out
@@ -239,7 +247,7 @@ def part_roofs(config, roofs, batch, length, past):
                  else 2 * 2 * hd * scores / roofs.gemm_flops) + scores * roofs.exp_seconds
     return {
         "input norm": roofs.elementwise(2 * rows * d), "post norm": roofs.elementwise(2 * rows * d),
-        "q product": product(d, heads * hd), "k product": product(d, kv * hd), "v product": product(d, kv * hd),
+        "q, k, v product": product(d, (heads + 2 * kv) * hd),
         "o product": product(heads * hd, d), "up product": product(d, i), "down product": product(i, d),
         "RoPE q": roofs.elementwise(rows * heads * hd), "RoPE k": roofs.elementwise(rows * kv * hd),
         "cache write": roofs.elementwise(2 * rows * kv * hd), "attention": attention,

@@ -14,6 +14,8 @@ import pytest
 
 from arcee_np import ArceeConfig, ArceeForCausalLM
 from arcee_np.blocks import linear, linear_stacked, row_stack_of, stack_rows
+from arcee_np.io.checkpoint import read_checkpoint
+from arcee_np.io.safetensors import release_mapped_pages
 from arcee_np.io.weights import StoredWeight
 
 pretrained = importlib.import_module("arcee_np.pretrained")
@@ -131,8 +133,23 @@ def test_what_is_not_stacked(rng, tmp_path, monkeypatch):
     ArceeForCausalLM.from_config(ArceeConfig(**CONFIG), seed=3).save_pretrained(tmp_path)
     mapped = ArceeForCausalLM.from_pretrained(tmp_path)  # read in place from the file, copied: a small model
     assert row_stack_of([mapped.params[name] for name in PROJECTIONS[:3]]) is not None
+    assert not mapped.params[PROJECTIONS[0]].flags.writeable  # read-only, as the file's other weights
+    assert not mapped.params["layers.0.mlp.up_proj.weight"].flags.writeable
     monkeypatch.setattr(pretrained, "STACK_COPY_BYTES", 0)
     spared = ArceeForCausalLM.from_pretrained(tmp_path)
     assert row_stack_of([spared.params[name] for name in PROJECTIONS[:3]]) is None
     ids = rng.integers(0, 64, (1, 20))
     np.testing.assert_allclose(mapped(ids).logits, spared(ids).logits, rtol=2e-5, atol=2e-5)
+
+
+def test_released_file_pages_read_back_the_same(tmp_path):
+    """The copied weights' file pages leave the process (io/safetensors.py release_mapped_pages); a weight whose
+    pages were released still reads its values from the file."""
+    ArceeForCausalLM.from_config(ArceeConfig(**CONFIG), seed=3).save_pretrained(tmp_path)
+    tensors = read_checkpoint(tmp_path)
+    weight = tensors["model.layers.0.mlp.up_proj.weight"]
+    expected = weight.copy()
+    release_mapped_pages(weight)
+    np.testing.assert_array_equal(weight, expected)
+    release_mapped_pages(expected)  # not a mapped file's array: nothing to release
+    np.testing.assert_array_equal(weight, expected)

@@ -49,6 +49,26 @@ def read_checked_header(path: str | os.PathLike):
     return read_header(os.fspath(path), _DTYPES)
 
 
+def release_mapped_pages(array: np.ndarray) -> None:
+    """Let the kernel drop the file pages that hold ``array``, a view of a memory map ``read_safetensors``
+    made, from this process's resident memory (they are read again from the file if ``array`` is used).
+
+    Called once the values have been copied elsewhere (a stack of q, k and v weights): the process then
+    holds the copy, not both. Only pages wholly inside the array are dropped; anything else, or a system
+    without ``madvise``, is left as it is.
+    """
+    owner = array
+    while isinstance(owner, (np.ndarray, memoryview)):  # NumPy keeps the buffer it viewed as a memoryview
+        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+    if not isinstance(owner, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = array.__array_interface__["data"][0] - np.frombuffer(owner, np.uint8).__array_interface__["data"][0]
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    end = (start + array.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if end > first:
+        owner.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
 def _tensor_from_buffer(entry, buffer, data_start) -> np.ndarray:
     """One tensor of a checked header, as a NumPy array over ``buffer``."""
     dtype = _DTYPES[entry.dtype]
