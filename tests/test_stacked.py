@@ -14,6 +14,7 @@ import pytest
 
 from arcee_np import ArceeConfig, ArceeForCausalLM
 from arcee_np.blocks import linear, linear_stacked, row_stack_of, stack_rows
+from arcee_np.blocks.linear import STACKED_ROWS
 from arcee_np.io.checkpoint import read_checkpoint
 from arcee_np.io.safetensors import release_mapped_pages
 from arcee_np.io.weights import StoredWeight
@@ -62,7 +63,7 @@ def test_a_stack_is_forgotten_with_its_arrays(rng):
     assert len(stacks) == before
 
 
-@pytest.mark.parametrize("rows", [1, 2, 16, 300])
+@pytest.mark.parametrize("rows", [1, 2, 16, 256, 300])
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 2e-5), (np.float64, 1e-12),
                                               (ml_dtypes.bfloat16, 1e-2), (np.float16, 2e-3)])
 def test_one_product_equals_three(rng, rows, dtype, tolerance):
@@ -76,6 +77,19 @@ def test_one_product_equals_three(rng, rows, dtype, tolerance):
                                    atol=tolerance)
         exact = x.astype(np.float64) @ weight.astype(np.float64).T
         np.testing.assert_allclose(got.astype(np.float64), exact, rtol=tolerance, atol=tolerance * 10)
+
+
+def test_one_product_for_few_rows_only(rng, monkeypatch):
+    """Up to STACKED_ROWS positions the stack is multiplied once; a longer prompt runs the three products."""
+    module = importlib.import_module("arcee_np.blocks.linear")
+    products, real = [], module.linear
+    monkeypatch.setattr(module, "linear", lambda x, w, b=None: products.append(w.shape) or real(x, w, b))
+    weights = stack_rows(three_weights(rng))
+    module.linear_stacked(rng.normal(size=(2, STACKED_ROWS // 2, 24)).astype(np.float32), weights, [None] * 3)
+    assert products == [(32, 24)]
+    products.clear()
+    module.linear_stacked(rng.normal(size=(1, STACKED_ROWS + 1, 24)).astype(np.float32), weights, [None] * 3)
+    assert products == [(16, 24), (8, 24), (8, 24)]
 
 
 def test_biases_run_one_by_one(rng):

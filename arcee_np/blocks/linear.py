@@ -1,5 +1,6 @@
 """The linear layer of transformers (``nn.Linear``): weights stored ``[out, in]``, in any dtype."""
 
+import math
 import warnings
 
 from .namespace import array_namespace
@@ -28,15 +29,23 @@ def linear(x, weight, bias=None):
     return xp.reshape(as_dtype(y, x.dtype), (*x.shape[:-1], weight.shape[0]))
 
 
+# Stacked weights are multiplied as one product for at most this many rows (positions): a decode step, a
+# short prompt, a draft's verification, where a product's fixed cost and a small product's single BLAS thread
+# show. A long prompt's products are large enough to run at full speed one by one, and three separate outputs
+# let q's be freed after RoPE, which its peak memory feels.
+STACKED_ROWS = 256
+
+
 def linear_stacked(x, weights, biases) -> list:
-    """``[linear(x, w, b) for w, b in zip(weights, biases, strict=True)]``: the same products of one input with several
-    weights, as one product when the weights are the consecutive rows of one array (blocks/stacked.py) and
-    none has a bias, else one by one.
+    """``[linear(x, w, b) for w, b in zip(weights, biases)]``: the same products of one input with several
+    weights, as one product when the weights are the consecutive rows of one array (blocks/stacked.py), none
+    has a bias and ``x`` has at most STACKED_ROWS rows; else one by one.
 
     x: [..., in]; weights: [out_i, in] each; biases: [out_i] or None each. Returns a list of [..., out_i]
     (with a stack, views of the one product's [..., sum out_i]).
     """
-    stack = row_stack_of(weights) if all(bias is None for bias in biases) else None
+    few = math.prod(x.shape[:-1]) <= STACKED_ROWS and all(bias is None for bias in biases)
+    stack = row_stack_of(weights) if few else None
     if stack is None:
         return [linear(x, weight, bias) for weight, bias in zip(weights, biases, strict=True)]
     y = linear(x, stack)  # [..., sum out_i]
