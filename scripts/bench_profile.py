@@ -31,6 +31,7 @@ the small array calls outside the named parts (validation, the step's setup, bui
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import statistics
@@ -164,12 +165,9 @@ def measure_roofs(params, rows, config, lm_head):
     x = rng.standard_normal((max(rows, 256), up.shape[1]), dtype=np.float32)
     gemm = 2 * x.shape[0] * up.shape[0] * up.shape[1] / min(best_seconds(lambda: x @ up.T),
                                                             best_seconds(lambda: up @ x.T))  # either operand first
-    matrices = [w for layer in range(config.num_hidden_layers)
-                for w in step_matrices(params, f"layers.{layer}.").values()]
-    matrices.append(np.asarray(lm_head))
-    vectors = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
-    chain = best_seconds(lambda: [vectors[w.shape[1]] @ w.T for w in matrices], 9)
-    gemv = sum(w.nbytes for w in matrices) / chain
+    chain_step, chain_bytes = decode_chain(params, config, lm_head)
+    chain = best_seconds(chain_step, 9)
+    gemv = chain_bytes / chain
     passes = {}
     for elements in sorted({config.hidden_size, rows * config.hidden_size, rows * config.intermediate_size,
                             1 << 20}):
@@ -180,6 +178,16 @@ def measure_roofs(params, rows, config, lm_head):
     out = np.empty_like(a)
     exp = best_seconds(lambda: np.exp(a, out=out), 11) / a.size
     return Roofs(gemm, gemv, chain, passes, exp)
+
+
+def decode_chain(params, config, lm_head):
+    """A bare chain of the matrix-vector products a decode step makes (every matrix once, nothing between):
+    ``(run, bytes)``, ``run()`` computing them and ``bytes`` the matrices' size."""
+    matrices = [w for layer in range(config.num_hidden_layers)
+                for w in step_matrices(params, f"layers.{layer}.").values()]
+    matrices.append(np.asarray(lm_head))
+    vectors = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
+    return (lambda: [vectors[w.shape[1]] @ w.T for w in matrices]), sum(w.nbytes for w in matrices)
 
 
 def step_matrices(params, prefix):
@@ -256,10 +264,12 @@ def part_roofs(config, roofs, batch, length, past):
 
 
 # ---------------------------------------------------------------------------------------------- running
-def timed_step(model, ids, cache, repeats):
+def timed_step(model, ids, cache, repeats, alongside=None):
     """Median StepTimes of ``repeats`` forwards of ``ids`` (with ``cache``: each a decode step, the cache
-    cropped back after it)."""
-    runs = []
+    cropped back after it); with ``alongside`` (a function), also the median seconds of a call of it made
+    after each forward, so that the two are measured at the same moments of a machine whose speed drifts.
+    Returns (StepTimes, seconds or None)."""
+    runs, beside = [], []
     for _ in range(repeats + 1):  # the first warms up
         past = None if cache is None else cache.get_seq_length()
         with timing() as t:
@@ -272,7 +282,11 @@ def timed_step(model, ids, cache, repeats):
             del cache.update  # the class's method again
             cache.crop(past)
         runs.append(split_stamps(t.stamps, start, end, model.config.num_hidden_layers))
-    return median_times(runs[1:])
+        if alongside is not None:
+            start = time.perf_counter()
+            alongside()
+            beside.append(time.perf_counter() - start)
+    return median_times(runs[1:]), statistics.median(beside[1:]) if beside else None
 
 
 def report(title, times, roofs_of_part, bare=None, per_layer=False):
@@ -324,7 +338,7 @@ def profile(path, prefill=512, cache_length=16, repeats=5, per_layer=False):
           + f", exp {roofs.exp_seconds * 1e9:.2f} ns/el")
 
     ids = rng.integers(3, config.vocab_size, (1, prefill))
-    times = timed_step(model, ids, None, repeats)
+    times, _ = timed_step(model, ids, None, repeats)
     report(f"prefill 1 x {prefill}", times, part_roofs(config, roofs, 1, prefill, 0),
            bare_product_seconds(params, prefill), per_layer)
     passes, tile = attention_pass_seconds(config, prefill)
@@ -339,14 +353,19 @@ def profile(path, prefill=512, cache_length=16, repeats=5, per_layer=False):
     cache = KVCache(config.num_hidden_layers, max_length=cache_length + 1)
     model(rng.integers(3, config.vocab_size, (1, cache_length)), past_key_values=cache, use_cache=True,
           logits_to_keep=1)
-    times = timed_step(model, rng.integers(3, config.vocab_size, (1, 1)), cache, max(repeats, 20))
+    chain_step, chain_bytes = decode_chain(params, config, model.lm_head_weight)
+    times, chain = timed_step(model, rng.integers(3, config.vocab_size, (1, 1)), cache, max(repeats, 20),
+                              alongside=chain_step)  # the chain right after each step: the roof of that moment
+    roofs = dataclasses.replace(roofs, gemv_bytes=chain_bytes / chain, chain_seconds=chain)
+    print(f"\nmatrix-vector roof measured beside each decode step (median of a bare chain run after each): "
+          f"{roofs.gemv_bytes / 1e9:.1f} GB/s")
     report(f"decode step over a {cache_length}-token cache", times, part_roofs(config, roofs, 1, 1, cache_length),
            None, per_layer)
     step = sum(sum(layer.values()) for layer in times.layers) + sum(times.outside.values())
     print(f"the step against a bare chain of its matrix-vector products (every matrix once, nothing between): "
-          f"{step * 1e3:.2f} ms against {roofs.chain_seconds * 1e3:.2f} ms; the rest (norms, RoPE, attention, "
-          f"cache, residuals and the Python between the calls) costs {(step - roofs.chain_seconds) * 1e3:.2f} ms, "
-          f"{(step - roofs.chain_seconds) / config.num_hidden_layers * 1e6:.0f} us a layer")
+          f"{step * 1e3:.2f} ms against {chain * 1e3:.2f} ms; the rest (norms, RoPE, attention, cache, residuals "
+          f"and the Python between the calls) costs {(step - chain) * 1e3:.2f} ms, "
+          f"{(step - chain) / config.num_hidden_layers * 1e6:.0f} us a layer")
 
 
 def main(argv=None):
