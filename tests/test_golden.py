@@ -13,7 +13,6 @@ RMSNorm and one decoder layer against ``tests/golden/blocks/``. A few cases also
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 from pathlib import Path
 
@@ -240,27 +239,13 @@ def test_sharded_case_is_sharded():
 STRICT_CASES = ["biases", "left_padding", "yarn_explicit", "labels", "float64", "float64_from_bfloat16"]
 
 
-def three_products(model):
-    """A copy of the NumPy ``model`` whose q, k and v weights are three arrays again (not the row views of
-    one stack, blocks/stacked.py): the three products array_api_strict computes, in the same order. (The
-    stacked product equals them to float32 rounding: tests/test_stacked.py.)"""
-    copied = copy.copy(model)
-    copied.params = dict(model.params)
-    for layer in range(model.config.num_hidden_layers):
-        for part in "qkv":
-            name = f"layers.{layer}.self_attn.{part}_proj.weight"
-            if isinstance(copied.params[name], np.ndarray):  # stored weights are never stacked
-                copied.params[name] = copied.params[name].copy()
-    return copied
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", STRICT_CASES)
 def test_array_api_strict_same_numbers(name, variant, loaded):
     pytest.importorskip("array_api_strict")
     case = _case(name)
     with tiles_of(variant):
-        numpy_flat = run_case(three_products(loaded(name, "cpu", variant)), name)
+        numpy_flat = run_case(loaded(name, "cpu", variant), name)
         strict_flat = run_case(loaded(name, "array_api_strict", variant), name)
     assert set(strict_flat) == set(numpy_flat)
     tight = TOLERANCES["array_api_strict_float64" if case["dtype"] == "float64" else "array_api_strict_float32"].atol

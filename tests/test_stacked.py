@@ -12,9 +12,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from arcee_np import ArceeConfig, ArceeForCausalLM
+from arcee_np import ArceeConfig, ArceeForCausalLM, KVCache
 from arcee_np.blocks import linear, linear_stacked, row_stack_of, stack_rows
-from arcee_np.blocks.linear import STACKED_ROWS
 from arcee_np.io.checkpoint import read_checkpoint
 from arcee_np.io.safetensors import release_mapped_pages
 from arcee_np.io.weights import StoredWeight
@@ -63,40 +62,44 @@ def test_a_stack_is_forgotten_with_its_arrays(rng):
     assert len(stacks) == before
 
 
-@pytest.mark.parametrize("rows", [1, 2, 16, 256, 300])
+@pytest.mark.parametrize("batch", [1, 2, 16, 300])
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 2e-5), (np.float64, 1e-12),
                                               (ml_dtypes.bfloat16, 1e-2), (np.float16, 2e-3)])
-def test_one_product_equals_three(rng, rows, dtype, tolerance):
+def test_one_product_equals_three(rng, batch, dtype, tolerance):
     weights = three_weights(rng, dtype)
-    x = rng.normal(size=(1, rows, 24)).astype(dtype)
+    x = rng.normal(size=(batch, 1, 24)).astype(dtype)  # a decode step of ``batch`` sequences
     stacked = linear_stacked(x, stack_rows(weights), [None] * 3)
     separate = [linear(x, w) for w in weights]
     for got, expected, weight in zip(stacked, separate, weights, strict=True):
-        assert got.shape == (1, rows, weight.shape[0]) and got.dtype == x.dtype
+        assert got.shape == (batch, 1, weight.shape[0]) and got.dtype == x.dtype
         np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64), rtol=tolerance,
                                    atol=tolerance)
         exact = x.astype(np.float64) @ weight.astype(np.float64).T
         np.testing.assert_allclose(got.astype(np.float64), exact, rtol=tolerance, atol=tolerance * 10)
 
 
-def test_one_product_for_few_rows_only(rng, monkeypatch):
-    """Up to STACKED_ROWS positions the stack is multiplied once; a longer prompt runs the three products."""
+def test_one_product_in_a_decode_step_only(rng, monkeypatch):
+    """One new position per sequence (a decode step, any batch): the stack is multiplied once; a prompt runs
+    the three products, so its numbers are the plain formulas' bit for bit."""
     module = importlib.import_module("arcee_np.blocks.linear")
     products, real = [], module.linear
     monkeypatch.setattr(module, "linear", lambda x, w, b=None: products.append(w.shape) or real(x, w, b))
     weights = stack_rows(three_weights(rng))
-    module.linear_stacked(rng.normal(size=(2, STACKED_ROWS // 2, 24)).astype(np.float32), weights, [None] * 3)
+    module.linear_stacked(rng.normal(size=(3, 1, 24)).astype(np.float32), weights, [None] * 3)
     assert products == [(32, 24)]
     products.clear()
-    module.linear_stacked(rng.normal(size=(1, STACKED_ROWS + 1, 24)).astype(np.float32), weights, [None] * 3)
+    x = rng.normal(size=(1, 2, 24)).astype(np.float32)
+    got = module.linear_stacked(x, weights, [None] * 3)
     assert products == [(16, 24), (8, 24), (8, 24)]
+    for part, weight in zip(got, weights, strict=True):
+        np.testing.assert_array_equal(part, real(x, weight))
 
 
 def test_biases_run_one_by_one(rng):
     """A bias is added in the product's dtype before its rounding, per weight: no stacked product then."""
     weights = stack_rows(three_weights(rng))
     biases = [rng.normal(size=w.shape[0]).astype(np.float32) for w in weights]
-    x = rng.normal(size=(2, 3, 24)).astype(np.float32)
+    x = rng.normal(size=(2, 1, 24)).astype(np.float32)  # a decode step
     for got, weight, bias in zip(linear_stacked(x, weights, biases), weights, biases, strict=True):
         np.testing.assert_array_equal(got, linear(x, weight, bias))
 
@@ -116,6 +119,12 @@ def test_a_loaded_model_stacks_and_computes_the_same(rng, tmp_path):
     plain = unstacked_copy(ArceeForCausalLM.from_config(ArceeConfig(**CONFIG), seed=3))
     ids = rng.integers(0, 64, (2, 40))
     np.testing.assert_allclose(model(ids).logits, plain(ids).logits, rtol=2e-5, atol=2e-5)
+    steps = []
+    for m in (model, plain):  # decode steps (the stacked product) after a prompt, batch 2
+        cache = KVCache(2)
+        m(ids[:, :30], past_key_values=cache, use_cache=True)
+        steps.append([m(ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits for t in range(30, 40)])
+    np.testing.assert_allclose(np.stack(steps[0]), np.stack(steps[1]), rtol=2e-5, atol=2e-5)
     prompt = ids[:1, :5]
     np.testing.assert_array_equal(model.generate(prompt, max_new_tokens=12, do_sample=False),
                                   plain.generate(prompt, max_new_tokens=12, do_sample=False))

@@ -1,6 +1,5 @@
 """The linear layer of transformers (``nn.Linear``): weights stored ``[out, in]``, in any dtype."""
 
-import math
 import warnings
 
 from .namespace import array_namespace
@@ -29,23 +28,21 @@ def linear(x, weight, bias=None):
     return xp.reshape(as_dtype(y, x.dtype), (*x.shape[:-1], weight.shape[0]))
 
 
-# Stacked weights are multiplied as one product for at most this many rows (positions): a decode step, a
-# short prompt, a draft's verification, where a product's fixed cost and a small product's single BLAS thread
-# show. A long prompt's products are large enough to run at full speed one by one, and three separate outputs
-# let q's be freed after RoPE, which its peak memory feels.
-STACKED_ROWS = 256
-
-
 def linear_stacked(x, weights, biases) -> list:
     """``[linear(x, w, b) for w, b in zip(weights, biases)]``: the same products of one input with several
-    weights, as one product when the weights are the consecutive rows of one array (blocks/stacked.py), none
-    has a bias and ``x`` has at most STACKED_ROWS rows; else one by one.
+    weights, as one product in a decode step (one new position per sequence) when the weights are the
+    consecutive rows of one array (blocks/stacked.py) and none has a bias; else one by one.
 
-    x: [..., in]; weights: [out_i, in] each; biases: [out_i] or None each. Returns a list of [..., out_i]
-    (with a stack, views of the one product's [..., sum out_i]).
+    A decode step's products are matrix-vector products, whose fixed cost, and for small ones the single
+    BLAS thread they get, one product pays once. A prompt's products are matrix products, each large enough
+    to run at full speed alone; one by one they give the plain formulas' numbers bit for bit, and q's output
+    can be freed after RoPE, which a long prompt's peak memory feels.
+
+    x: [B, T, in]; weights: [out_i, in] each; biases: [out_i] or None each. Returns a list of [B, T, out_i]
+    (with a stack, views of the one product's [B, 1, sum out_i]).
     """
-    few = math.prod(x.shape[:-1]) <= STACKED_ROWS and all(bias is None for bias in biases)
-    stack = row_stack_of(weights) if few else None
+    decode_step = x.shape[-2] == 1 and all(bias is None for bias in biases)
+    stack = row_stack_of(weights) if decode_step else None
     if stack is None:
         return [linear(x, weight, bias) for weight, bias in zip(weights, biases, strict=True)]
     y = linear(x, stack)  # [..., sum out_i]

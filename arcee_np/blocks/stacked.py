@@ -2,8 +2,9 @@
 
 Attention's q, k and v projections all multiply the same input. When their weights are the row ranges of
 one ``[out_q + out_k + out_v, in]`` array, ``x @ stack.T`` gives all three products in one call that
-reads ``x`` once and the weights in one sweep: a decode step makes two fewer calls a layer, and a short
-product no longer pays a call's fixed cost three times (docs/performance.md). The loaded models stack them
+reads ``x`` once and the weights in one sweep: a decode step (blocks/linear.py ``linear_stacked``) makes
+two fewer calls a layer, and its small k and v products no longer run on a single BLAS thread
+(docs/performance.md). The loaded models stack them
 this way (``pretrained.py``); every other holder of the weights sees three ordinary arrays, because they
 *are* three arrays: views of the stack, saved, traced and changed like any other.
 
