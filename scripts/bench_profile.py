@@ -46,7 +46,7 @@ trace_module = importlib.import_module("arcee_np.trace")  # the module (the pack
 # The trace names a layer records, in order, and what the interval ending at each one holds.
 PART_OF_STAGE = {
     "input_norm": "input norm",
-    "attn.q": "q, k, v product",  # one product of the stacked weights (blocks/stacked.py); k and v its parts
+    "attn.q": "q, k, v product",  # a decode step: one product of the stacked weights (blocks/stacked.py)
     "attn.k": "q, k, v product",
     "attn.v": "q, k, v product",
     "attn.q_rope": "RoPE q",
@@ -192,7 +192,8 @@ def decode_chain(params, config, lm_head):
 
 def step_matrices(params, prefix):
     """The matrices of the products a layer (``prefix`` ``layers.{i}.``) makes: part -> [out, in] (q, k and v
-    as one stacked matrix, as the model multiplies them, blocks/stacked.py)."""
+    as one stacked matrix, as a decode step multiplies them, blocks/stacked.py; a prompt's three products
+    take at least as long as that one)."""
     attention = [np.asarray(params[f"{prefix}self_attn.{part}_proj.weight"]) for part in "qkv"]
     return {"q, k, v product": np.concatenate(attention),
             "o product": np.asarray(params[f"{prefix}self_attn.o_proj.weight"]),
