@@ -169,27 +169,20 @@ class LlamaCppSide:
 
 
 def gemv_chain_step_seconds(path, repeats=20):
-    """One decode step's matrix-vector products over the checkpoint's matrices, back to back (median): each
-    layer's q, k and v stacked into one matrix as arcee_np multiplies them (arcee_np/blocks/stacked.py), the
-    o, up and down matrices, the LM head."""
-    import numpy as np
+    """One decode step's matrix-vector products over the checkpoint's matrices, back to back (median), as
+    scripts/bench_profile.py's ``decode_chain`` makes them (q, k and v stacked, as a decode step multiplies them)."""
+    import bench_profile  # beside this file
 
+    from arcee_np import ArceeConfig
     from arcee_np.io.checkpoint import read_checkpoint
 
     tensors = read_checkpoint(path)
-    matrices = []
-    for layer in range(SHAPE_125M["num_hidden_layers"]):
-        prefix = f"model.layers.{layer}."
-        matrices.append(np.concatenate([tensors[f"{prefix}self_attn.{part}_proj.weight"] for part in "qkv"]))
-        matrices += [tensors[prefix + name] for name in ("self_attn.o_proj.weight", "mlp.up_proj.weight",
-                                                         "mlp.down_proj.weight")]
-    matrices.append(tensors["lm_head.weight"])
-    x = {w.shape[1]: np.ones((1, w.shape[1]), dtype=np.float32) for w in matrices}
+    params = {name.removeprefix("model."): tensor for name, tensor in tensors.items()}
+    run, _ = bench_profile.decode_chain(params, ArceeConfig(**SHAPE_125M), tensors["lm_head.weight"])
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for w in matrices:
-            x[w.shape[1]] @ w.T
+        run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

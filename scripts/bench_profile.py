@@ -146,10 +146,10 @@ def best_seconds(fn, repeats=7):
 @dataclass
 class Roofs:
     gemm_flops: float  # FLOP/s of NumPy's BLAS on the step's largest product
-    gemv_bytes: float  # bytes/s of a bare chain of matrix-vector products over the model's weights
-    chain_seconds: float  # that chain over every matrix a decode step reads (the layers' and the LM head)
     pass_seconds: dict  # elements -> seconds per element of one NumPy pass (a multiply into a buffer)
     exp_seconds: float  # seconds per element of NumPy's float32 exp (1 Mi elements)
+    # bytes/s of a bare chain of the decode step's matrix-vector products, measured beside the timed steps
+    gemv_bytes: float | None = None
 
     def elementwise(self, elements):
         """One pass over ``elements`` float32 numbers at the rate measured for the nearest size."""
@@ -157,17 +157,14 @@ class Roofs:
         return elements * self.pass_seconds[size]
 
 
-def measure_roofs(params, rows, config, lm_head):
-    """The roofs of this machine for a step of ``rows`` positions (module docstring); lm_head: the LM head's
-    matrix [V, D], the last product of a decode step."""
+def measure_roofs(params, rows, config):
+    """The roofs of this machine for a step of ``rows`` positions (module docstring), but the matrix-vector
+    one, which the decode step measures beside its own timings (``profile``)."""
     rng = np.random.default_rng(0)
     up = np.asarray(params["layers.0.mlp.up_proj.weight"])
     x = rng.standard_normal((max(rows, 256), up.shape[1]), dtype=np.float32)
     gemm = 2 * x.shape[0] * up.shape[0] * up.shape[1] / min(best_seconds(lambda: x @ up.T),
                                                             best_seconds(lambda: up @ x.T))  # either operand first
-    chain_step, chain_bytes = decode_chain(params, config, lm_head)
-    chain = best_seconds(chain_step, 9)
-    gemv = chain_bytes / chain
     passes = {}
     for elements in sorted({config.hidden_size, rows * config.hidden_size, rows * config.intermediate_size,
                             1 << 20}):
@@ -177,7 +174,7 @@ def measure_roofs(params, rows, config, lm_head):
     a = rng.standard_normal(1 << 20, dtype=np.float32)
     out = np.empty_like(a)
     exp = best_seconds(lambda: np.exp(a, out=out), 11) / a.size
-    return Roofs(gemm, gemv, chain, passes, exp)
+    return Roofs(gemm, passes, exp)
 
 
 def decode_chain(params, config, lm_head):
@@ -332,11 +329,10 @@ def profile(path, prefill=512, cache_length=16, repeats=5, per_layer=False):
                      for i in threadpool_info() if i["user_api"] == "blas")
     print(f"arcee_np profile; BLAS: {blas}")
 
-    roofs = measure_roofs(params, prefill, config, model.lm_head_weight)
-    print(f"roofs measured here: GEMM {roofs.gemm_flops / 1e9:.0f} GFLOP/s, matrix-vector {roofs.gemv_bytes / 1e9:.1f}"
-          f" GB/s, one elementwise pass " + ", ".join(f"{s * 1e9:.2f} ns/el ({n} el)"
-                                                      for n, s in roofs.pass_seconds.items())
-          + f", exp {roofs.exp_seconds * 1e9:.2f} ns/el")
+    roofs = measure_roofs(params, prefill, config)
+    pass_rates = ", ".join(f"{s * 1e9:.2f} ns/el ({n} el)" for n, s in roofs.pass_seconds.items())
+    print(f"roofs measured here: GEMM {roofs.gemm_flops / 1e9:.0f} GFLOP/s, one elementwise pass {pass_rates}, "
+          f"exp {roofs.exp_seconds * 1e9:.2f} ns/el")
 
     ids = rng.integers(3, config.vocab_size, (1, prefill))
     times, _ = timed_step(model, ids, None, repeats)
@@ -357,7 +353,7 @@ def profile(path, prefill=512, cache_length=16, repeats=5, per_layer=False):
     chain_step, chain_bytes = decode_chain(params, config, model.lm_head_weight)
     times, chain = timed_step(model, rng.integers(3, config.vocab_size, (1, 1)), cache, max(repeats, 20),
                               alongside=chain_step)  # the chain right after each step: the roof of that moment
-    roofs = dataclasses.replace(roofs, gemv_bytes=chain_bytes / chain, chain_seconds=chain)
+    roofs = dataclasses.replace(roofs, gemv_bytes=chain_bytes / chain)
     print(f"\nmatrix-vector roof measured beside each decode step (median of a bare chain run after each): "
           f"{roofs.gemv_bytes / 1e9:.1f} GB/s")
     report(f"decode step over a {cache_length}-token cache", times, part_roofs(config, roofs, 1, 1, cache_length),
