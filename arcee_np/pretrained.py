@@ -242,7 +242,8 @@ def stack_attention_projections(params: dict, config) -> None:
         if mapped <= STACK_COPY_BYTES or all(w.flags.owndata for w in weights):
             read_only = not all(w.flags.writeable for w in weights)  # a file's pages: the copies stay read-only
             for name, view in zip(names, stack_rows(weights), strict=True):
-                view.flags.writeable = not read_only
+                if read_only:
+                    view.flags.writeable = False
                 params[name] = view
             for weight in weights:
                 release_mapped_pages(weight)  # the file's pages of the copied weights leave the process's memory
